@@ -1,0 +1,193 @@
+"""The request record: one row per request, the contract between harness and analysis.
+
+The schema below is the only definition of the columns. Workers append one tuple per
+request, in :data:`FIELDS` order, to a :class:`RecordBuffer`; a single writer task per
+worker swaps the buffer out and hands it to :class:`PartWriter`, which encodes it as a
+Parquet row group in a thread (pyarrow releases the GIL while encoding), so the event
+loop never waits for the disk.
+
+Files rotate by rows and by age. A part being written is named with a leading dot
+(``.part-000003.parquet``), which pyarrow and pandas skip when they read a folder, and is
+renamed to ``part-000003.parquet`` once its footer is written. So
+``pandas.read_parquet("runs/<id>/requests")`` always sees complete files only, even while
+the run goes on or after a worker was killed: a crash loses at most the part in progress.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = "1"
+
+_DICT = pa.dictionary(pa.int32(), pa.string())
+
+SCHEMA = pa.schema(
+    [
+        pa.field("worker", pa.uint16(), nullable=False),
+        pa.field("vu", pa.uint32(), nullable=False),
+        pa.field("iteration", pa.uint32(), nullable=False),
+        pa.field("scenario", _DICT, nullable=False),
+        pa.field("step", _DICT, nullable=False),
+        pa.field("method", _DICT, nullable=False),
+        pa.field("endpoint", _DICT, nullable=False),
+        pa.field("status", pa.uint16(), nullable=False),
+        pa.field("error", _DICT, nullable=True),
+        pa.field("intended_ns", pa.int64(), nullable=False),
+        pa.field("start_ns", pa.int64(), nullable=False),
+        pa.field("latency_ns", pa.int64(), nullable=False),
+        pa.field("ttfb_ns", pa.int64(), nullable=False),
+        pa.field("connect_ns", pa.int64(), nullable=False),
+        pa.field("bytes_out", pa.uint32(), nullable=False),
+        pa.field("bytes_in", pa.uint32(), nullable=False),
+        pa.field("phase", _DICT, nullable=False),
+        pa.field("offered", pa.float32(), nullable=False),
+    ]
+)
+"""Columns of the request record. Times are epoch nanoseconds (``*_ns`` instants) or
+nanosecond durations; ``endpoint`` is the path template, never a raw URL."""
+
+FIELDS: tuple[str, ...] = tuple(SCHEMA.names)
+
+ERROR_KINDS: tuple[str, ...] = (
+    "connect_refused",
+    "connect_timeout",
+    "connect_error",
+    "tls",
+    "read_timeout",
+    "reset",
+    "protocol",
+    "status",
+    "check",
+    "capture",
+    "template",
+    "cancelled",
+)
+"""Stable names of the ``error`` column, most specific first. ``status`` is a status of
+400 or more that no check accepted; ``check`` a failed check; ``capture`` a capture path
+missing from the response (the iteration stops there); ``template`` a request that could
+not be rendered; ``cancelled`` a request cut short by an immediate stop."""
+
+DEFAULT_FLUSH_ROWS = 50_000
+DEFAULT_FLUSH_S = 2.0
+DEFAULT_ROTATE_ROWS = 2_000_000
+DEFAULT_ROTATE_S = 60.0
+
+
+class RecordBuffer:
+    """Rows appended by the VUs of one worker; swapped out whole by the writer."""
+
+    __slots__ = ("rows", "total")
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[Any, ...]] = []
+        self.total = 0
+
+    def append(self, row: tuple[Any, ...]) -> None:
+        self.rows.append(row)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def take(self) -> list[tuple[Any, ...]]:
+        rows, self.rows = self.rows, []
+        self.total += len(rows)
+        return rows
+
+
+def rows_to_table(rows: Sequence[tuple[Any, ...]]) -> pa.Table:
+    """Turn appended row tuples into a table of :data:`SCHEMA`."""
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in FIELDS]
+    arrays = []
+    for f, values in zip(SCHEMA, columns, strict=True):
+        if pa.types.is_dictionary(f.type):
+            arrays.append(pa.array(values, pa.string()).dictionary_encode())
+        else:
+            arrays.append(pa.array(values, f.type))
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+
+class PartWriter:
+    """Writes row groups into rotating Parquet part files in one folder.
+
+    Not thread-safe: one writer task calls it, from one thread at a time.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        metadata: dict[str, str],
+        *,
+        schema: pa.Schema = SCHEMA,
+        rotate_rows: int = DEFAULT_ROTATE_ROWS,
+        rotate_s: float = DEFAULT_ROTATE_S,
+    ) -> None:
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.schema = schema.with_metadata(
+            {**(schema.metadata or {}), **{k: v for k, v in metadata.items()}}
+        )
+        self.rotate_rows = rotate_rows
+        self.rotate_s = rotate_s
+        self.parts_done: list[Path] = []
+        self.rows_written = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._tmp: Path | None = None
+        self._final: Path | None = None
+        self._part_rows = 0
+        self._part_opened = 0.0
+        self._index = 0
+
+    def write(self, table: pa.Table) -> None:
+        """Append ``table`` as one row group, rotating the part first if it is due."""
+        if table.num_rows == 0:
+            return
+        if self._writer is not None and self._due():
+            self.close_part()
+        if self._writer is None:
+            self._open()
+        assert self._writer is not None
+        self._writer.write_table(table, row_group_size=table.num_rows)
+        self._part_rows += table.num_rows
+        self.rows_written += table.num_rows
+
+    def rotate_if_due(self) -> None:
+        """Close the current part if it is old enough, even when nothing new came."""
+        if self._writer is not None and self._due():
+            self.close_part()
+
+    def _due(self) -> bool:
+        return (
+            self._part_rows >= self.rotate_rows
+            or time.monotonic() - self._part_opened >= self.rotate_s
+        )
+
+    def _open(self) -> None:
+        self._index += 1
+        name = f"part-{self._index:06d}.parquet"
+        self._final = self.folder / name
+        self._tmp = self.folder / f".{name}"
+        self._writer = pq.ParquetWriter(
+            self._tmp, self.schema, compression="zstd", use_dictionary=True
+        )
+        self._part_rows = 0
+        self._part_opened = time.monotonic()
+
+    def close_part(self) -> None:
+        """Write the footer of the current part and give it its final name."""
+        if self._writer is None:
+            return
+        assert self._tmp is not None and self._final is not None
+        self._writer.close()
+        os.replace(self._tmp, self._final)
+        self.parts_done.append(self._final)
+        self._writer = None
+
+    def close(self) -> None:
+        self.close_part()
