@@ -6,15 +6,17 @@ worker swaps the buffer out and hands it to :class:`PartWriter`, which encodes i
 Parquet row group in a thread (pyarrow releases the GIL while encoding), so the event
 loop never waits for the disk.
 
-Files rotate by rows and by age. A part being written is named with a leading dot
-(``.part-000003.parquet``), which pyarrow and pandas skip when they read a folder, and is
-renamed to ``part-000003.parquet`` once its footer is written. So
-``pandas.read_parquet("runs/<id>/requests")`` always sees complete files only, even while
-the run goes on or after a worker was killed: a crash loses at most the part in progress.
+Files rotate by rows and by age. A part being written is named with a leading
+dot (``.part-000003.parquet``), which pyarrow and pandas skip when they read a
+folder, and is renamed to ``part-000003.parquet`` once its footer is written. So
+``pandas.read_parquet("runs/<id>/requests")`` always sees complete files only, even
+while the run goes on or after a worker was killed: a crash loses at most the part in
+progress.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -103,7 +105,9 @@ class RecordBuffer:
 
 def rows_to_table(rows: Sequence[tuple[Any, ...]]) -> pa.Table:
     """Turn appended row tuples into a table of :data:`SCHEMA`."""
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in FIELDS]
+    columns: list[Sequence[Any]] = (
+        list(zip(*rows, strict=True)) if rows else [[] for _ in FIELDS]
+    )
     arrays = []
     for f, values in zip(SCHEMA, columns, strict=True):
         if pa.types.is_dictionary(f.type):
@@ -142,18 +146,39 @@ class PartWriter:
         self._final: Path | None = None
         self._part_rows = 0
         self._part_opened = 0.0
-        self._index = 0
+        # Continue the numbering of parts already there (a restarted worker), so
+        # that no finished part is ever replaced.
+        self._index = max(
+            (
+                int(p.name[5:11])
+                for p in self.folder.glob("part-*.parquet")
+                if p.name[5:11].isdigit()
+            ),
+            default=0,
+        )
 
     def write(self, table: pa.Table) -> None:
         """Append ``table`` as one row group, rotating the part first if it is due."""
         if table.num_rows == 0:
             return
+        for f in self.schema:
+            if not f.nullable and table.column(f.name).null_count:
+                raise ValueError(f"column {f.name!r} is required but holds nulls")
         if self._writer is not None and self._due():
             self.close_part()
         if self._writer is None:
             self._open()
         assert self._writer is not None
-        self._writer.write_table(table, row_group_size=table.num_rows)
+        try:
+            self._writer.write_table(table, row_group_size=table.num_rows)
+        except BaseException:
+            # pyarrow closes a file it failed to write; drop it under its dot name
+            # (readers skip it) so that finished parts stay readable, and let the
+            # next write start a new part.
+            writer, self._writer = self._writer, None
+            with contextlib.suppress(Exception):
+                writer.close()
+            raise
         self._part_rows += table.num_rows
         self.rows_written += table.num_rows
 
