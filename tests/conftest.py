@@ -14,3 +14,13 @@ def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root: Path = tmp_path_factory.mktemp("nginx")
     with run_nginx(root) as url:
         yield url
+
+
+from harness.demo.process import DemoTarget  # noqa: E402
+
+
+@pytest.fixture
+def demo_target() -> Iterator[DemoTarget]:
+    """A demo target process on a free loopback port, stopped after the test."""
+    with DemoTarget.start() as target:
+        yield target
