@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.demo.process import DemoTarget
+
 from .servers import run_nginx
 
 
@@ -14,9 +16,6 @@ def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root: Path = tmp_path_factory.mktemp("nginx")
     with run_nginx(root) as url:
         yield url
-
-
-from harness.demo.process import DemoTarget  # noqa: E402
 
 
 @pytest.fixture

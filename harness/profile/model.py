@@ -198,14 +198,16 @@ def time_scaled(profile: Profile, factor: float) -> Profile:
         load = replace(
             profile.load,
             stages=tuple(
-                replace(s, duration_s=s.duration_s * factor) for s in profile.load.stages
+                replace(s, duration_s=s.duration_s * factor)
+                for s in profile.load.stages
             ),
         )
     else:
         load = replace(
             profile.load,
             phases=tuple(
-                replace(p, duration_s=p.duration_s * factor) for p in profile.load.phases
+                replace(p, duration_s=p.duration_s * factor)
+                for p in profile.load.phases
             ),
         )
     scenarios = tuple(

@@ -1,0 +1,272 @@
+"""The ``harness`` command line.
+
+Exit codes (the same for every command):
+
+* 0 - the run completed (and, where thresholds are set, they passed);
+* 1 - thresholds failed;
+* 2 - bad input: a profile or an option is invalid, nothing was started;
+* 3 - run error: the run could not be carried out, or a worker was lost
+  (``degraded``: the load was not what the profile asked for);
+* 130 - interrupted by Ctrl-C or SIGTERM (everything measured until then is on disk).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+import click
+
+from .errors import EXIT_BAD_INPUT, HarnessError, UsageError
+
+log = logging.getLogger("harness.cli")
+
+DEFAULT_OUT = Path("runs")
+
+
+def _default_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def _positive(
+    ctx: click.Context, param: click.Parameter, value: float | None
+) -> float | None:
+    if value is not None and value <= 0:
+        raise click.BadParameter(f"must be more than 0, not {value}")
+    return value
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="loadharness", prog_name="harness")
+@click.option("-v", "--verbose", count=True, help="More log output (repeat for debug).")
+def cli(verbose: int) -> None:
+    """Stress and endurance harness for HTTP services."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
+
+
+@cli.command()
+@click.argument("profile_path", metavar="PROFILE", type=click.Path(dir_okay=False))
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=256),
+    default=None,
+    help="Worker processes (default: one per CPU).",
+)
+@click.option(
+    "--time-scale",
+    type=float,
+    default=1.0,
+    callback=_positive,
+    help="Multiply every duration and think time, e.g. 0.05 turns 10 min into 30 s.",
+)
+@click.option(
+    "--duration",
+    type=str,
+    default=None,
+    help="Cap the run's length (e.g. 30s, 5m), after the time scale.",
+)
+@click.option(
+    "--target", type=str, default=None, help="Replace the profile's target URL."
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_OUT,
+    show_default=True,
+    help="Folder that receives the run folder.",
+)
+@click.option(
+    "--run-id", type=str, default=None, help="Run folder name (default: time)."
+)
+@click.option("--seed", type=int, default=1, show_default=True, help="Random seed.")
+@click.option(
+    "--part-seconds",
+    type=float,
+    default=60.0,
+    show_default=True,
+    callback=_positive,
+    help="Close a Parquet part this often; a killed worker loses at most this much.",
+)
+@click.option(
+    "--progress-interval",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Seconds between progress lines when stdout is not a terminal.",
+)
+def run(
+    profile_path: str,
+    workers: int | None,
+    time_scale: float,
+    duration: str | None,
+    target: str | None,
+    out: Path,
+    run_id: str | None,
+    seed: int,
+    part_seconds: float,
+    progress_interval: float,
+) -> None:
+    """Run PROFILE (a YAML file) and record every request under OUT/RUN_ID/."""
+    from .profile.load import load_profile
+
+    profile = load_profile(profile_path, target=target)
+    code = _run_profile(
+        profile,
+        workers=workers,
+        time_scale=time_scale,
+        duration=duration,
+        out=out,
+        run_id=run_id,
+        seed=seed,
+        progress_interval=progress_interval,
+        part_s=part_seconds,
+    )
+    sys.exit(code)
+
+
+def _run_profile(
+    profile: object,
+    *,
+    workers: int | None,
+    time_scale: float,
+    duration: str | None,
+    out: Path,
+    run_id: str | None,
+    seed: int,
+    progress_interval: float,
+    part_s: float = 60.0,
+) -> int:
+    from analysis.dataset import open_run
+    from analysis.summary import endpoint_summary, format_summary
+
+    from .coordinator import Coordinator, RunOptions
+    from .durations import format_duration, parse_duration
+    from .profile.model import Profile, duration_capped, time_scaled
+
+    assert isinstance(profile, Profile)
+    profile = time_scaled(profile, time_scale)
+    if duration is not None:
+        try:
+            cap = parse_duration(duration)
+        except ValueError as exc:
+            raise UsageError(f"--duration {duration!r}: {exc}") from None
+        if cap <= 0:
+            raise UsageError(f"--duration must be more than 0, not {duration!r}")
+        profile = duration_capped(profile, cap)
+    run_id = run_id or _default_run_id()
+    if "/" in run_id or run_id in (".", ".."):
+        raise UsageError(f"--run-id {run_id!r} must be a plain folder name")
+    n_workers = workers or os.cpu_count() or 1
+    click.echo(
+        f"run {run_id}: {profile.name} against {profile.target}, "
+        f"{n_workers} workers, {format_duration(profile.duration_s)}"
+    )
+    coordinator = Coordinator(
+        profile,
+        RunOptions(
+            out_dir=out,
+            run_id=run_id,
+            workers=n_workers,
+            seed=seed,
+            progress_interval_s=progress_interval,
+            time_scale=time_scale,
+            part_s=part_s,
+        ),
+    )
+    outcome = coordinator.run()
+    click.echo("")
+    click.echo(format_summary(endpoint_summary(open_run(outcome.run_dir))))
+    click.echo("")
+    extra = ""
+    if outcome.workers_lost:
+        extra = f", workers lost: {outcome.workers_lost}"
+    if outcome.cancelled:
+        extra += f", {outcome.cancelled} requests cut short by the stop"
+    click.echo(f"{outcome.status}: {outcome.rows} requests recorded{extra}")
+    click.echo(f"run folder: {outcome.run_dir}")
+    return outcome.exit_code
+
+
+@cli.command()
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=64),
+    default=2,
+    show_default=True,
+    help="Worker processes.",
+)
+@click.option(
+    "--time-scale",
+    type=float,
+    default=0.05,
+    show_default=True,
+    callback=_positive,
+    help="Scale of the demo profile's 10-minute shape.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_OUT,
+    show_default=True,
+)
+@click.option("--run-id", type=str, default=None)
+def demo(workers: int, time_scale: float, out: Path, run_id: str | None) -> None:
+    """Start the bundled demo target and run the demo profile against it."""
+    from .demo.process import DemoTarget
+    from .profile.load import load_profile_text
+
+    text = resources.files("harness.demo").joinpath("profile.yaml").read_text("utf-8")
+    with DemoTarget.start() as target:
+        click.echo(f"demo target: {target.url} (pid {target.pid})")
+        profile = load_profile_text(
+            text, "harness/demo/profile.yaml", target=target.url
+        )
+        code = _run_profile(
+            profile,
+            workers=workers,
+            time_scale=time_scale,
+            duration=None,
+            out=out,
+            run_id=run_id,
+            seed=1,
+            progress_interval=5.0,
+        )
+        served = target.stats().get("requests_served")
+        click.echo(f"demo target served {served} requests")
+    sys.exit(code)
+
+
+@cli.group()
+def target() -> None:
+    """Targets the harness can serve itself."""
+
+
+def _mount_demo_target() -> None:
+    from .demo.server import command
+
+    target.add_command(command, "demo")
+
+
+_mount_demo_target()
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_BAD_INPUT if exc.exit_code == 2 else exc.exit_code)
+    except HarnessError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,474 @@
+"""The coordinator: the one process that talks to the user.
+
+How this works
+--------------
+1. Create ``<out>/<run-id>/``, write ``manifest.json`` with ``status: running`` and open
+   ``events.jsonl``.
+2. Spawn one worker process per shard (``multiprocessing``, ``spawn`` start method),
+   each with its own control pipe and one shared queue back. Wait until every worker
+   has compiled its scenarios and said it is ready, then send all of them the same
+   start instant, a quarter second ahead, so they begin together.
+3. Until every worker is done: merge their one-second snapshots for the live view,
+   write their events, watch the processes (a worker that dies is recorded with its
+   exit code and the time, and the others go on), and handle signals: the first
+   SIGINT or SIGTERM asks every worker to stop gracefully, a second one to stop now.
+4. Join the workers (ending any that outlive a generous deadline) and write the final
+   manifest: status ``completed``, ``interrupted``, ``degraded`` (a worker was lost)
+   or ``failed``, and the counts.
+
+The coordinator never reads the records; the summary after a run comes from the
+``analysis`` package reading the finished Parquet files.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import queue
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from . import pacing
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_ERROR, RunError
+from .live import LiveView
+from .livestats import WindowStats
+from .manifest import EventLog, describe_profile, host_info, versions, write_json_atomic
+from .messages import Done, Event, Failed, Ready, Snapshot, Start, Stop, WorkerConfig
+from .profile.model import OpenModel, Profile
+from .record import DEFAULT_FLUSH_S, DEFAULT_ROTATE_S, SCHEMA_VERSION
+from .worker import worker_entry
+
+log = logging.getLogger("harness.coordinator")
+
+READY_TIMEOUT_S = 60.0
+START_LEAD_S = 0.25
+POLL_S = 0.1
+OVERRUN_GRACE_S = 30.0
+"""Beyond duration + graceful stop, how long workers get before an immediate stop."""
+KILL_AFTER_S = 10.0
+"""After an immediate stop, how long workers get before they are killed."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    out_dir: Path
+    run_id: str
+    workers: int
+    seed: int = 1
+    progress_interval_s: float = 5.0
+    time_scale: float = 1.0
+    part_s: float = DEFAULT_ROTATE_S
+    """Close a Parquet part this often: a killed worker loses at most this much."""
+
+
+@dataclass(slots=True)
+class RunOutcome:
+    run_dir: Path
+    status: str
+    exit_code: int
+    rows: int
+    workers_lost: list[int] = field(default_factory=list)
+    cancelled: int = 0
+
+
+@dataclass(slots=True)
+class _Shard:
+    index: int
+    process: Any
+    pipe: Any
+    pid: int | None = None
+    ready: bool = False
+    done: Done | None = None
+    failed: str | None = None
+    exit_code: int | None = None
+    exit_wall_ns: int | None = None
+
+
+class Coordinator:
+    def __init__(
+        self,
+        profile: Profile,
+        options: RunOptions,
+        stream: TextIO | None = None,
+    ) -> None:
+        if options.workers < 1:
+            raise RunError(f"--workers must be 1 or more, not {options.workers}")
+        self.profile = profile
+        self.options = options
+        self.stream = stream or sys.stdout
+        self.run_dir = options.out_dir / options.run_id
+        self.shards: list[_Shard] = []
+        self.status = "running"
+        self.stop_reason = ""
+        self._signals = 0
+        self._windows: dict[int, tuple[WindowStats, int, int]] = {}
+        self._next_second = 0
+        self.started_wall_ns = 0
+        self.view = LiveView(
+            self.stream,
+            profile.duration_s,
+            interval_s=options.progress_interval_s,
+            offered_unit="/s" if isinstance(profile.load, OpenModel) else " VUs",
+        )
+        self.totals = WindowStats()
+
+    # -- public -------------------------------------------------------------------
+
+    def run(self) -> RunOutcome:
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            raise RunError(
+                f"run folder {self.run_dir} already exists; choose another --run-id "
+                "or remove it"
+            ) from None
+        except OSError as exc:
+            raise RunError(f"cannot create run folder {self.run_dir}: {exc}") from None
+        self.events = EventLog(self.run_dir / "events.jsonl")
+        self._write_manifest()
+        previous = self._install_signal_handlers()
+        try:
+            self._spawn()
+            self._wait_ready()
+            self._start()
+            self._supervise()
+        except BaseException as exc:
+            self.status = "failed"
+            self.stop_reason = f"{type(exc).__name__}: {exc}"
+            self.events.write("run_failed", error=self.stop_reason)
+            self._stop_all(graceful=False, reason="coordinator failed")
+            raise
+        finally:
+            self._reap()
+            self._restore_signal_handlers(previous)
+            self.view.close()
+            self._finish()
+        return self._outcome()
+
+    # -- phases of a run ------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        ctx = mp.get_context("spawn")
+        self.queue = ctx.Queue()
+        metadata = {
+            "harness.run_id": self.options.run_id,
+            "harness.profile_sha256": self.profile.source_sha256,
+            "harness.version": versions()["harness"],
+            "harness.schema_version": SCHEMA_VERSION,
+        }
+        for shard in range(self.options.workers):
+            parent, child = ctx.Pipe()
+            cfg = WorkerConfig(
+                run_id=self.options.run_id,
+                shard=shard,
+                n_shards=self.options.workers,
+                profile=self.profile,
+                out_dir=self.run_dir,
+                seed=self.options.seed,
+                metadata={**metadata, "harness.worker": str(shard)},
+                log_level=logging.getLogger("harness").getEffectiveLevel(),
+                flush_s=min(DEFAULT_FLUSH_S, self.options.part_s / 2),
+                rotate_s=self.options.part_s,
+            )
+            process = ctx.Process(
+                target=worker_entry,
+                args=(cfg, child, self.queue),
+                name=f"harness-worker-{shard}",
+            )
+            process.start()
+            child.close()
+            self.shards.append(_Shard(shard, process, parent, pid=process.pid))
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not all(s.ready for s in self.shards):
+            if self._signals:
+                raise KeyboardInterrupt
+            self._drain(timeout_s=POLL_S)
+            for s in self.shards:
+                if s.failed:
+                    raise RunError(f"worker {s.index} failed to start: {s.failed}")
+                if not s.ready and not s.process.is_alive():
+                    raise RunError(
+                        f"worker {s.index} exited with code "
+                        f"{s.process.exitcode} before it was ready"
+                    )
+            if time.monotonic() > deadline:
+                raise RunError(
+                    f"workers not ready after {READY_TIMEOUT_S:.0f}s; the machine "
+                    "may be overloaded"
+                )
+
+    def _start(self) -> None:
+        self.started_wall_ns = time.time_ns() + int(START_LEAD_S * 1e9)
+        self._started_mono = time.monotonic() + START_LEAD_S
+        for s in self.shards:
+            s.pipe.send(Start(self.started_wall_ns))
+        self.events.write(
+            "run_start",
+            self.started_wall_ns,
+            run_id=self.options.run_id,
+            workers=len(self.shards),
+            duration_s=self.profile.duration_s,
+            pids=[s.pid for s in self.shards],
+        )
+        self._write_manifest()
+
+    def _supervise(self) -> None:
+        duration_s = self.profile.duration_s
+        overrun_at = duration_s + self.profile.graceful_stop_s + OVERRUN_GRACE_S
+        immediate_at: float | None = None
+        handled_signals = 0
+        while not all(self._finished(s) for s in self.shards):
+            self._drain(timeout_s=POLL_S)
+            self._check_processes()
+            self._show_windows()
+            if self._signals > handled_signals:
+                handled_signals = self._signals
+                if handled_signals == 1:
+                    self.view.message(
+                        "stopping: letting requests in flight finish "
+                        f"(up to {self.profile.graceful_stop_s:g}s); "
+                        "press Ctrl-C again to stop now"
+                    )
+                    self.stop_reason = "interrupted"
+                    self._stop_all(graceful=True, reason="interrupted")
+                else:
+                    self.view.message("stopping now")
+                    self._stop_all(graceful=False, reason="interrupted")
+                    immediate_at = time.monotonic()
+            elapsed = time.monotonic() - self._started_mono
+            if immediate_at is None and elapsed > overrun_at:
+                log.warning("workers overran the run by %.0fs; stopping", elapsed)
+                self.events.write("overrun", elapsed_s=round(elapsed, 3))
+                self._stop_all(graceful=False, reason="overrun")
+                immediate_at = time.monotonic()
+            if immediate_at is not None and time.monotonic() - immediate_at > (
+                KILL_AFTER_S
+            ):
+                self._kill_remaining("did not stop in time")
+        self._drain(timeout_s=0)
+        self._show_windows(flush=True)
+
+    def _finished(self, shard: _Shard) -> bool:
+        return shard.exit_code is not None
+
+    # -- messages -------------------------------------------------------------------
+
+    def _drain(self, timeout_s: float) -> None:
+        block = timeout_s > 0
+        while True:
+            try:
+                message = self.queue.get(block=block, timeout=timeout_s or None)
+            except queue.Empty:
+                return
+            except (EOFError, OSError):
+                return
+            block = False
+            self._handle(message)
+
+    def _handle(self, message: object) -> None:
+        if isinstance(message, Snapshot):
+            self._on_snapshot(message)
+        elif isinstance(message, Event):
+            self.events.write(
+                message.kind, message.wall_ns, worker=message.shard, **message.data
+            )
+        elif isinstance(message, Ready):
+            self.shards[message.shard].ready = True
+        elif isinstance(message, Done):
+            self.shards[message.shard].done = message
+        elif isinstance(message, Failed):
+            self.shards[message.shard].failed = message.error
+            self.events.write(
+                "worker_failed", worker=message.shard, error=message.error
+            )
+            self.view.message(f"worker {message.shard} failed: {message.error}")
+
+    def _on_snapshot(self, snap: Snapshot) -> None:
+        self.totals.merge(snap.stats)
+        merged, reported, vus = self._windows.get(snap.second, (WindowStats(), 0, 0))
+        merged.merge(snap.stats)
+        self._windows[snap.second] = (merged, reported + 1, vus + snap.active_vus)
+
+    def _show_windows(self, flush: bool = False) -> None:
+        alive = sum(1 for s in self.shards if s.exit_code is None) or 1
+        while self._windows:
+            second = min(self._windows)
+            merged, reported, vus = self._windows[second]
+            newest = max(self._windows)
+            if not flush and reported < alive and newest - second < 2:
+                return
+            del self._windows[second]
+            t_s = second + 0.5
+            self.view.window(
+                second,
+                merged,
+                phase=pacing.phase_name_at(self.profile.load, t_s),
+                offered=pacing.offered_at(self.profile.load, t_s),
+                active_vus=vus,
+            )
+
+    # -- processes ------------------------------------------------------------------
+
+    def _check_processes(self) -> None:
+        for s in self.shards:
+            if s.exit_code is not None or s.process.is_alive():
+                continue
+            s.process.join(timeout=0)
+            s.exit_code = s.process.exitcode
+            s.exit_wall_ns = time.time_ns()
+            self._drain(timeout_s=0)
+            elapsed = (s.exit_wall_ns - self.started_wall_ns) / 1e9
+            self.events.write(
+                "worker_exit",
+                s.exit_wall_ns,
+                worker=s.index,
+                pid=s.pid,
+                exit_code=s.exit_code,
+                elapsed_s=round(elapsed, 3),
+                clean=s.done is not None,
+            )
+            if s.done is None:
+                self.view.message(
+                    f"worker {s.index} (pid {s.pid}) exited with code {s.exit_code} "
+                    f"at {elapsed:.1f}s; the other workers go on"
+                )
+
+    def _stop_all(self, *, graceful: bool, reason: str) -> None:
+        grace = self.profile.graceful_stop_s
+        self.events.write("stop", graceful=graceful, reason=reason)
+        for s in self.shards:
+            if s.exit_code is None:
+                try:
+                    s.pipe.send(Stop(graceful, grace, reason))
+                except (BrokenPipeError, OSError):
+                    continue
+
+    def _kill_remaining(self, why: str) -> None:
+        for s in self.shards:
+            if s.exit_code is None and s.process.is_alive():
+                log.warning("killing worker %d (pid %s): %s", s.index, s.pid, why)
+                self.events.write("worker_killed", worker=s.index, pid=s.pid, why=why)
+                s.process.kill()
+
+    def _reap(self) -> None:
+        """Make sure no worker outlives the coordinator."""
+        deadline = time.monotonic() + KILL_AFTER_S
+        for s in self.shards:
+            s.process.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._kill_remaining("still running at shutdown")
+        for s in self.shards:
+            s.process.join(timeout=5)
+            if s.exit_code is None:
+                s.exit_code = s.process.exitcode
+                self.events.write(
+                    "worker_exit", worker=s.index, pid=s.pid, exit_code=s.exit_code
+                )
+        self._drain(timeout_s=0)
+
+    # -- signals --------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        previous: dict[int, Any] = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[sig] = signal.signal(sig, self._on_signal)
+            except ValueError:
+                # Not the main thread (an embedding program): it stops us via stop().
+                continue
+        return previous
+
+    def _restore_signal_handlers(self, previous: dict[int, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def request_stop(self) -> None:
+        """Ask for a graceful stop, as the first Ctrl-C does (thread-safe)."""
+        self._signals += 1
+
+    # -- manifest -------------------------------------------------------------------
+
+    def _counts(self) -> dict[str, Any]:
+        done = [s.done for s in self.shards if s.done is not None]
+        return {
+            "requests": sum(d.rows for d in done),
+            "iterations": sum(d.iterations for d in done),
+            "dropped": sum(d.dropped for d in done),
+            "cancelled": sum(d.cancelled for d in done),
+            "errors_live": dict(sorted(self.totals.errors.items())),
+            "requests_live": self.totals.requests,
+        }
+
+    def _finish(self) -> None:
+        lost = [s.index for s in self.shards if s.done is None]
+        if self.status != "failed":
+            if lost:
+                self.status = "degraded"
+            elif self.stop_reason == "interrupted":
+                self.status = "interrupted"
+            else:
+                self.status = "completed"
+        self.events.write("run_end", status=self.status, workers_lost=lost)
+        self._write_manifest(final=True)
+        self.events.close()
+
+    def _write_manifest(self, final: bool = False) -> None:
+        shards = []
+        for s in self.shards:
+            entry: dict[str, Any] = {"worker": s.index, "pid": s.pid}
+            if final:
+                entry["exit_code"] = s.exit_code
+                entry["status"] = "done" if s.done else "lost"
+                if s.done is not None:
+                    entry["rows"] = s.done.rows
+                    entry["parts"] = [
+                        os.path.relpath(p, self.run_dir) for p in s.done.parts
+                    ]
+                    entry["stop_reason"] = s.done.reason
+                if s.failed:
+                    entry["error"] = s.failed
+            shards.append(entry)
+        document: dict[str, Any] = {
+            "run_id": self.options.run_id,
+            "status": self.status,
+            "coordinator_pid": os.getpid(),
+            "started_at": self.started_wall_ns / 1e9 if self.started_wall_ns else None,
+            "ended_at": time.time() if final else None,
+            "time_scale": self.options.time_scale,
+            "seed": self.options.seed,
+            "workers": self.options.workers,
+            "shards": shards,
+            "profile": describe_profile(self.profile),
+            "versions": versions(),
+            "host": host_info(),
+        }
+        if final:
+            document["counts"] = self._counts()
+            if self.stop_reason:
+                document["stop_reason"] = self.stop_reason
+        write_json_atomic(self.run_dir / "manifest.json", document)
+
+    def _outcome(self) -> RunOutcome:
+        counts = self._counts()
+        code = {
+            "completed": EXIT_OK,
+            "interrupted": EXIT_INTERRUPTED,
+        }.get(self.status, EXIT_RUN_ERROR)
+        return RunOutcome(
+            run_dir=self.run_dir,
+            status=self.status,
+            exit_code=code,
+            rows=counts["requests"],
+            workers_lost=[s.index for s in self.shards if s.done is None],
+            cancelled=counts["cancelled"],
+        )

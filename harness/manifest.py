@@ -1,0 +1,158 @@
+"""The run directory's bookkeeping: ``manifest.json`` and ``events.jsonl``.
+
+The manifest is rewritten whole (to a temporary name, then renamed) at the start and at
+the end of a run, so a reader never sees half a file. Events are appended one JSON
+object per line and flushed at once, so they survive a crash of the coordinator.
+
+Nothing secret goes in either: variable values that are secrets are replaced by how
+they were written (``${LOADTEST_PASSWORD}``) or by ``"<secret>"``, header values that
+carry credentials are replaced, and request bodies are described, never copied.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import sys
+import time
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import IO, Any
+
+from . import __version__
+from .profile.model import ClosedModel, Profile
+
+SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token"}
+)
+
+_PACKAGES = ("trio", "httpx", "httptools", "pyarrow", "pandas", "psutil", "click")
+
+
+def versions() -> dict[str, str]:
+    found = {"harness": __version__, "python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            found[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def host_info() -> dict[str, Any]:
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+    }
+
+
+def _header_value(name: str, value: str) -> str:
+    return "<redacted>" if name.lower() in SECRET_HEADERS else value
+
+
+def describe_profile(profile: Profile) -> dict[str, Any]:
+    """The profile as resolved, with every secret left out."""
+    load: dict[str, Any]
+    if isinstance(profile.load, ClosedModel):
+        load = {
+            "model": "closed",
+            "graceful_ramp_down_s": profile.load.graceful_ramp_down_s,
+            "stages": [
+                {"name": s.name, "duration_s": s.duration_s, "target": s.target}
+                for s in profile.load.stages
+            ],
+        }
+    else:
+        load = {
+            "model": "open",
+            "arrivals": profile.load.arrivals,
+            "max_vus": profile.load.max_vus,
+            "phases": [
+                {
+                    "name": p.name,
+                    "duration_s": p.duration_s,
+                    "rate": p.rate,
+                    "ramp_to": p.ramp_to,
+                }
+                for p in profile.load.phases
+            ],
+        }
+    return {
+        "name": profile.name,
+        "target": profile.target,
+        "source_file": profile.source_file,
+        "source_sha256": profile.source_sha256,
+        "duration_s": profile.duration_s,
+        "graceful_stop_s": profile.graceful_stop_s,
+        "http": {
+            "engine": profile.http.engine,
+            "timeout_s": profile.http.timeout_s,
+            "connect_timeout_s": profile.http.connect_timeout_s,
+            "verify_tls": profile.http.verify_tls,
+            "headers": {n: _header_value(n, v) for n, v in profile.http.headers},
+        },
+        "variables": {
+            v.name: (v.source or "<secret>") if v.secret else v.value
+            for v in profile.variables
+        },
+        "load": load,
+        "thresholds": {metric: list(exprs) for metric, exprs in profile.thresholds},
+        "scenarios": [
+            {
+                "name": sc.name,
+                "weight": sc.weight,
+                "think_s": sc.think_s,
+                "steps": [
+                    {
+                        "name": st.name,
+                        "method": st.method,
+                        "endpoint": st.endpoint,
+                        "headers": sorted(n for n, _ in st.headers),
+                        "body": st.body_kind,
+                        "captures": [c.name for c in st.captures],
+                        "think_s": st.think_s,
+                    }
+                    for st in sc.steps
+                ],
+            }
+            for sc in profile.scenarios
+        ],
+    }
+
+
+def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(document, fh, indent=2, sort_keys=False, default=str)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class EventLog:
+    """Appends one JSON object per line to ``events.jsonl``, flushed every time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: IO[str] | None = open(path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def write(self, kind: str, wall_ns: int | None = None, **data: Any) -> None:
+        if self._fh is None:
+            return
+        record = {
+            "time": (wall_ns if wall_ns is not None else time.time_ns()) / 1e9,
+            "event": kind,
+            **data,
+        }
+        self._fh.write(json.dumps(record, default=str) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None

@@ -1,0 +1,412 @@
+"""A worker process: one ``trio.run`` that plays one shard of the profile.
+
+How this works
+--------------
+The coordinator spawns the worker with a :class:`~harness.messages.WorkerConfig`. The
+worker compiles the scenarios, opens its part writer, says :class:`Ready`, and waits
+for :class:`Start`, which names one wall-clock instant shared by all workers. From then
+on four tasks run side by side:
+
+* the **scheduler** turns the shard's load shape into work: VU starts and stops for
+  the closed model (:func:`harness.pacing.vu_schedule`), iteration arrivals for the
+  open model (:class:`harness.pacing.ArrivalSchedule`), where an arrival that finds
+  every VU of the shard busy is dropped and counted, never delayed;
+* the **writer** swaps the record buffer out every ``flush_s`` seconds or
+  ``flush_rows`` rows and writes it as a Parquet row group in a thread;
+* the **ticker** sends one :class:`Snapshot` per second for the live view;
+* the **listener** waits for :class:`Stop` from the coordinator (and SIGTERM).
+
+Shutdown always runs in the same order: stop scheduling, let iterations (or, on a
+stop request, the requests in flight) finish within the grace period, cancel what is
+left (recording what was sent as ``cancelled``), flush the last rows and close the part
+inside a shielded scope, then say :class:`Done`. SIGINT is ignored here: the terminal
+sends it to every process of the group, and the coordinator decides what it means.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+import trio
+
+from . import pacing
+from .client import make_client
+from .client.base import Origin, make_ssl_context
+from .flow import (
+    VU,
+    Clock,
+    PreparedScenario,
+    Recorder,
+    StopFlag,
+    compile_scenario,
+    run_iteration,
+    scenario_picker,
+)
+from .livestats import WindowStats
+from .messages import Done, Event, Failed, Ready, Snapshot, Start, Stop, WorkerConfig
+from .profile.model import ClosedModel, OpenModel
+from .record import (
+    DEFAULT_FLUSH_ROWS,
+    PartWriter,
+    RecordBuffer,
+    rows_to_table,
+    warm_up,
+)
+
+log = logging.getLogger("harness.worker")
+
+WRITER_POLL_S = 0.2
+
+
+def worker_entry(cfg: WorkerConfig, ctrl: Connection, out: Any) -> None:
+    """Process entry point (must be importable for the ``spawn`` start method)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(
+        level=cfg.log_level, format=f"%(asctime)s worker-{cfg.shard} %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    try:
+        trio.run(Worker(cfg, ctrl, out).main)
+    except BaseException as exc:
+        log.exception("worker %d failed", cfg.shard)
+        out.put(Failed(cfg.shard, f"{type(exc).__name__}: {exc}"))
+        raise SystemExit(1) from None
+
+
+class Worker:
+    def __init__(self, cfg: WorkerConfig, ctrl: Connection, out: Any) -> None:
+        self.cfg = cfg
+        self.ctrl = ctrl
+        self.out = out
+        profile = cfg.profile
+        self.profile = profile
+        self.scenarios: tuple[PreparedScenario, ...] = tuple(
+            compile_scenario(profile, s) for s in profile.scenarios
+        )
+        self.rng = random.Random(cfg.seed * 1_000_003 + cfg.shard)
+        self.pick = scenario_picker(
+            self.scenarios, tuple(s.weight for s in profile.scenarios), self.rng
+        )
+        self.base_variables = {v.name: v.value for v in profile.variables}
+        self.origin = Origin.parse(profile.target)
+        self.ssl_context = (
+            make_ssl_context(profile.http.verify_tls)
+            if self.origin.scheme == "https"
+            else None
+        )
+        warm_up()
+        self.buffer = RecordBuffer()
+        self.writer = PartWriter(
+            cfg.out_dir / "requests" / f"worker-{cfg.shard}",
+            cfg.metadata,
+            rotate_s=cfg.rotate_s,
+        )
+        self.stop = StopFlag()
+        self.stats = WindowStats()
+        self.recorder = Recorder(cfg.shard, self.buffer, self.stats, Clock())
+        self.iterations = 0
+        self.dropped = 0
+        self.in_flight = 0
+        self.active_vus = 0
+        self.vus_created = 0
+        self.stop_reason = "completed"
+        self.t0 = 0.0
+        self.load_scope: trio.CancelScope | None = None
+        self.iterations_scope: trio.CancelScope | None = None
+        self.clients: list[Any] = []
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def main(self) -> None:
+        self.out.put(Ready(self.cfg.shard, os.getpid()))
+        message = await trio.to_thread.run_sync(self.ctrl.recv, abandon_on_cancel=True)
+        if isinstance(message, Stop):
+            self.writer.close()
+            self._done("stopped before start")
+            return
+        assert isinstance(message, Start)
+        delay_s = (message.start_wall_ns - time.time_ns()) / 1e9
+        if delay_s > 0:
+            await trio.sleep(delay_s)
+        self.recorder.clock = Clock()
+        self.t0 = trio.current_time()
+        self._event("worker_start", pid=os.getpid())
+        async with trio.open_nursery() as helpers:
+            helpers.start_soon(self._listen)
+            helpers.start_soon(self._on_sigterm)
+            helpers.start_soon(self._tick)
+            helpers.start_soon(self._write_loop)
+            try:
+                await self._run_load()
+            finally:
+                helpers.cancel_scope.cancel()
+        with trio.CancelScope(shield=True):
+            await self._final_flush()
+            for client in self.clients:
+                with trio.move_on_after(1):
+                    await client.aclose()
+        self._send_snapshot(int(self._elapsed()))
+        self._event("worker_stop", reason=self.stop_reason)
+        self._done(self.stop_reason)
+
+    def _done(self, reason: str) -> None:
+        self.out.put(
+            Done(
+                shard=self.cfg.shard,
+                rows=self.buffer.total,
+                iterations=self.iterations,
+                dropped=self.dropped,
+                cancelled=self.recorder.cancelled,
+                parts=tuple(str(p) for p in self.writer.parts_done),
+                reason=reason,
+            )
+        )
+
+    async def _run_load(self) -> None:
+        with trio.CancelScope() as self.load_scope:
+            if isinstance(self.profile.load, OpenModel):
+                await self._run_open(self.profile.load)
+            else:
+                await self._run_closed(self.profile.load)
+
+    def request_stop(self, message: Stop) -> None:
+        if not message.graceful:
+            self.stop_reason = message.reason
+            self.stop.set()
+            if self.load_scope is not None:
+                self.load_scope.cancel()
+            return
+        if not self.stop.stopping:
+            self.stop_reason = message.reason
+        self.stop.set()
+        self._set_grace(message.grace_s)
+
+    def _set_grace(self, grace_s: float) -> None:
+        if self.iterations_scope is not None:
+            deadline = trio.current_time() + grace_s
+            self.iterations_scope.deadline = min(
+                self.iterations_scope.deadline, deadline
+            )
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                message = await trio.to_thread.run_sync(
+                    self.ctrl.recv, abandon_on_cancel=True
+                )
+            except (EOFError, OSError):
+                # The coordinator is gone: nobody will read what we measure next.
+                self.request_stop(Stop(False, 0.0, "coordinator lost"))
+                return
+            if isinstance(message, Stop):
+                self.request_stop(message)
+
+    async def _on_sigterm(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM) as signals:
+            async for _ in signals:
+                self.request_stop(
+                    Stop(True, self.profile.graceful_stop_s, "interrupted")
+                )
+
+    # -- load models --------------------------------------------------------------
+
+    def _elapsed(self) -> float:
+        return trio.current_time() - self.t0
+
+    async def _wait_until(self, t_s: float) -> None:
+        deadline = self.t0 + t_s
+        if trio.current_time() < deadline and not self.stop.stopping:
+            with trio.move_on_at(deadline):
+                await self.stop.event.wait()
+
+    def _new_vu(self) -> VU:
+        vu_id = self.cfg.shard + self.cfg.n_shards * self.vus_created
+        self.vus_created += 1
+        client = make_client(
+            self.profile.http.engine, self.origin, self.profile.http, self.ssl_context
+        )
+        self.clients.append(client)
+        return VU(vu_id, client)
+
+    async def _run_open(self, model: OpenModel) -> None:
+        cfg = self.cfg
+        schedule = pacing.ArrivalSchedule(
+            model.phases, cfg.shard, cfg.n_shards, model.arrivals, cfg.seed
+        )
+        cap = pacing.split_count(model.max_vus, cfg.shard, cfg.n_shards)
+        idle: list[VU] = []
+        perf_anchor = self.recorder.clock.perf_anchor_ns
+        async with trio.open_nursery() as iterations:
+            self.iterations_scope = iterations.cancel_scope
+            for t_s in schedule:
+                await self._wait_until(t_s)
+                if self.stop.stopping:
+                    break
+                if self.in_flight >= cap:
+                    self.dropped += 1
+                    self.stats.dropped += 1
+                    continue
+                vu = idle.pop() if idle else self._new_vu()
+                self.in_flight += 1
+                self.iterations += 1
+                self.stats.iterations += 1
+                iterations.start_soon(
+                    self._arrival,
+                    vu,
+                    self.pick(),
+                    perf_anchor + int(t_s * 1e9),
+                    pacing.phase_name_at(model, t_s),
+                    pacing.offered_at(model, t_s),
+                    idle,
+                )
+            if not self.stop.stopping:
+                await self._wait_until(model.duration_s)
+            self._set_grace(self.profile.graceful_stop_s)
+        self.iterations_scope = None
+
+    async def _arrival(
+        self,
+        vu: VU,
+        scenario: PreparedScenario,
+        intended_perf_ns: int,
+        phase: str,
+        offered: float,
+        idle: list[VU],
+    ) -> None:
+        self.active_vus += 1
+        try:
+            await run_iteration(
+                vu,
+                scenario,
+                self.base_variables,
+                self.recorder,
+                self.stop,
+                intended_perf_ns,
+                phase,
+                offered,
+            )
+        finally:
+            self.active_vus -= 1
+            self.in_flight -= 1
+            vu.client.clear_cookies()
+            idle.append(vu)
+
+    async def _run_closed(self, model: ClosedModel) -> None:
+        cfg = self.cfg
+        schedule = pacing.vu_schedule(model.stages, cfg.shard, cfg.n_shards)
+        running: list[tuple[VU, StopFlag, trio.CancelScope]] = []
+        async with trio.open_nursery() as vus:
+            self.iterations_scope = vus.cancel_scope
+            for t_s, count in schedule:
+                await self._wait_until(t_s)
+                if self.stop.stopping:
+                    break
+                while len(running) < count:
+                    vu = self._new_vu()
+                    own_stop = StopFlag()
+                    scope = trio.CancelScope()
+                    running.append((vu, own_stop, scope))
+                    vus.start_soon(self._vu_loop, vu, own_stop, scope, model)
+                while len(running) > count:
+                    _, own_stop, scope = running.pop()
+                    own_stop.set()
+                    scope.deadline = trio.current_time() + model.graceful_ramp_down_s
+                self._event("vus", t_s=t_s, vus=count)
+            if not self.stop.stopping:
+                await self._wait_until(model.duration_s)
+            for _, own_stop, _ in running:
+                own_stop.set()
+            self._set_grace(self.profile.graceful_stop_s)
+        self.iterations_scope = None
+
+    async def _vu_loop(
+        self, vu: VU, own_stop: StopFlag, scope: trio.CancelScope, model: ClosedModel
+    ) -> None:
+        self.active_vus += 1
+        try:
+            with scope:
+                while not own_stop.stopping and not self.stop.stopping:
+                    scenario = self.pick()
+                    t_s = self._elapsed()
+                    self.iterations += 1
+                    self.stats.iterations += 1
+                    self.in_flight += 1
+                    try:
+                        await run_iteration(
+                            vu,
+                            scenario,
+                            self.base_variables,
+                            self.recorder,
+                            self.stop,
+                            time.perf_counter_ns(),
+                            pacing.phase_name_at(model, t_s),
+                            pacing.offered_at(model, t_s),
+                        )
+                    finally:
+                        self.in_flight -= 1
+                    if scenario.think_s:
+                        await own_stop.pause(scenario.think_s)
+                    else:
+                        await trio.lowlevel.checkpoint()
+        finally:
+            self.active_vus -= 1
+
+    # -- recording and reporting -------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        last_flush = trio.current_time()
+        while True:
+            await trio.sleep(WRITER_POLL_S)
+            now = trio.current_time()
+            due = now - last_flush >= self.cfg.flush_s
+            if due or len(self.buffer) >= DEFAULT_FLUSH_ROWS:
+                last_flush = now
+                rows = self.buffer.take()
+                # Rows taken out of the buffer exist nowhere else: the write must
+                # finish even if the worker is being stopped right now.
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(self._write_rows, rows)
+
+    def _write_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        """Runs in a thread: encode and write one row group (or rotate if due)."""
+        if rows:
+            self.writer.write(rows_to_table(rows))
+        else:
+            self.writer.rotate_if_due()
+
+    async def _final_flush(self) -> None:
+        rows = self.buffer.take()
+        await trio.to_thread.run_sync(self._write_rows, rows)
+        await trio.to_thread.run_sync(self.writer.close)
+
+    async def _tick(self) -> None:
+        second = 0
+        while True:
+            second += 1
+            await trio.sleep_until(self.t0 + second)
+            self._send_snapshot(second - 1)
+            if self.stats.dropped:
+                self._event("drops", second=second - 1, count=self.stats.dropped)
+            self.stats = WindowStats()
+            self.recorder.stats = self.stats
+
+    def _send_snapshot(self, second: int) -> None:
+        self.out.put(
+            Snapshot(
+                self.cfg.shard,
+                max(second, 0),
+                self.stats,
+                self.active_vus,
+                self.in_flight,
+            )
+        )
+
+    def _event(self, kind: str, **data: Any) -> None:
+        self.out.put(Event(self.cfg.shard, kind, time.time_ns(), data))
