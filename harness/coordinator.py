@@ -225,10 +225,16 @@ class Coordinator:
         overrun_at = duration_s + self.profile.graceful_stop_s + OVERRUN_GRACE_S
         immediate_at: float | None = None
         handled_signals = 0
+        boundaries = self._phase_boundaries()
         while not all(self._finished(s) for s in self.shards):
             self._drain(timeout_s=POLL_S)
             self._check_processes()
             self._show_windows()
+            elapsed = time.monotonic() - self._started_mono
+            while boundaries and boundaries[0][0] <= elapsed and not self.stop_reason:
+                start_s, data = boundaries.pop(0)
+                wall_ns = self.started_wall_ns + int(start_s * 1e9)
+                self.events.write("phase", wall_ns, t_s=start_s, **data)
             if self._signals > handled_signals:
                 handled_signals = self._signals
                 if handled_signals == 1:
@@ -255,6 +261,25 @@ class Coordinator:
                 self._kill_remaining("did not stop in time")
         self._drain(timeout_s=0)
         self._show_windows(flush=True)
+
+    def _phase_boundaries(self) -> list[tuple[float, dict[str, Any]]]:
+        """Start of each phase or stage, with what it asks for, in time order."""
+        found: list[tuple[float, dict[str, Any]]] = []
+        start_s = 0.0
+        load = self.profile.load
+        if isinstance(load, OpenModel):
+            for i, p in enumerate(load.phases):
+                name = pacing.default_name("phase", i, p.name)
+                found.append(
+                    (start_s, {"name": name, "rate": p.rate, "ramp_to": p.ramp_to})
+                )
+                start_s += p.duration_s
+        else:
+            for i, s in enumerate(load.stages):
+                name = pacing.default_name("stage", i, s.name)
+                found.append((start_s, {"name": name, "target": s.target}))
+                start_s += s.duration_s
+        return found
 
     def _finished(self, shard: _Shard) -> bool:
         return shard.exit_code is not None

@@ -31,6 +31,7 @@ import random
 import signal
 import time
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -62,6 +63,8 @@ from .record import (
 log = logging.getLogger("harness.worker")
 
 WRITER_POLL_S = 0.2
+PROFILE_ENV = "HARNESS_CPROFILE_DIR"
+"""When set to a folder, each worker runs under cProfile and saves its profile there."""
 
 
 def worker_entry(cfg: WorkerConfig, ctrl: Connection, out: Any) -> None:
@@ -72,12 +75,32 @@ def worker_entry(cfg: WorkerConfig, ctrl: Connection, out: Any) -> None:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    profile_dir = os.environ.get(PROFILE_ENV)
     try:
-        trio.run(Worker(cfg, ctrl, out).main)
+        if profile_dir:
+            _run_profiled(cfg, ctrl, out, Path(profile_dir))
+        else:
+            trio.run(Worker(cfg, ctrl, out).main)
     except BaseException as exc:
         log.exception("worker %d failed", cfg.shard)
         out.put(Failed(cfg.shard, f"{type(exc).__name__}: {exc}"))
         raise SystemExit(1) from None
+
+
+def _run_profiled(cfg: WorkerConfig, ctrl: Connection, out: Any, folder: Path) -> None:
+    """Run the worker under cProfile and save ``worker-K.prof`` in ``folder``.
+
+    For finding where a worker's CPU goes (``python -m pstats`` or snakeviz read the
+    file); profiling slows the worker down, so figures measured this way are relative.
+    """
+    import cProfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    profiler = cProfile.Profile()
+    try:
+        profiler.runcall(trio.run, Worker(cfg, ctrl, out).main)
+    finally:
+        profiler.dump_stats(folder / f"worker-{cfg.shard}.prof")
 
 
 class Worker:
@@ -243,6 +266,20 @@ class Worker:
         cap = pacing.split_count(model.max_vus, cfg.shard, cfg.n_shards)
         idle: list[VU] = []
         perf_anchor = self.recorder.clock.perf_anchor_ns
+        # Per phase: name, start, start rate and rate slope, so that each arrival's
+        # phase and offered load cost a few operations, not a scan of the phases.
+        starts = [0.0]
+        for p in model.phases:
+            starts.append(starts[-1] + p.duration_s)
+        phases = [
+            (
+                pacing.default_name("phase", i, p.name),
+                starts[i],
+                p.rate,
+                (p.end_rate - p.rate) / p.duration_s if p.duration_s > 0 else 0.0,
+            )
+            for i, p in enumerate(model.phases)
+        ]
         async with trio.open_nursery() as iterations:
             self.iterations_scope = iterations.cancel_scope
             for t_s in schedule:
@@ -257,13 +294,14 @@ class Worker:
                 self.in_flight += 1
                 self.iterations += 1
                 self.stats.iterations += 1
+                name, start_s, rate, slope = phases[schedule.phase_index]
                 iterations.start_soon(
                     self._arrival,
                     vu,
                     self.pick(),
                     perf_anchor + int(t_s * 1e9),
-                    pacing.phase_name_at(model, t_s),
-                    pacing.offered_at(model, t_s),
+                    name,
+                    rate + slope * (t_s - start_s),
                     idle,
                 )
             if not self.stop.stopping:

@@ -188,3 +188,49 @@ def test_invalid_profile_exits_2_naming_file_and_line(
     assert proc.returncode == 2
     assert f"bad.yaml{where}" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_second_ctrl_c_stops_at_once_and_reports_requests_cut_short(
+    tmp_path: Path,
+) -> None:
+    # Every API request takes 3 s at the target, so requests are always in flight.
+    with DemoTarget.start(workers=64, service_ms=3000) as target:
+        profile = tmp_path / "slow.yaml"
+        profile.write_text(
+            LONG_PROFILE.format(target=target.url)
+            .replace("/healthz", "/api/user/profile")
+            .replace("rate: 100", "rate: 10")
+        )
+        before = target.stats()["requests_served"]
+        proc = harness(
+            "run",
+            str(profile),
+            "--workers",
+            "2",
+            "--run-id",
+            "s",
+            "--out",
+            str(tmp_path),
+        )
+        run_dir = tmp_path / "s"
+        wait_for_manifest_pids(run_dir)
+        time.sleep(4)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        stopped_at = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        took_s = time.monotonic() - stopped_at
+        time.sleep(3.5)  # let the target finish what it had in service
+        served = target.stats()["requests_served"] - before
+    assert proc.returncode == 130, err
+    assert took_s < 5.0
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    cancelled = manifest["counts"]["cancelled"]
+    assert cancelled > 0
+    df = pd.read_parquet(run_dir / "requests")
+    assert (df["error"] == "cancelled").sum() == cancelled
+    # Requests cut short were sent, so the target may still have answered them.
+    assert served - cancelled <= len(df) - cancelled <= served
+    assert f"{cancelled} requests cut short" in out

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import statistics
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +222,42 @@ def test_run_folder_holds_no_secret(tmp_path: Path, demo_target: DemoTarget) -> 
         assert "access_token" not in blob
     manifest = json.loads(text[0])
     assert manifest["profile"]["variables"]["password"] == "${TEST_PASSWORD}"
+
+
+def test_target_that_goes_away_yields_error_rows_and_the_run_completes(
+    tmp_path: Path,
+) -> None:
+    target = DemoTarget.start()
+    profile = make_profile(
+        target.url,
+        """
+  model: open
+  phases: [{name: steady, duration: 4s, rate: 50}]
+""",
+    )
+
+    def stop_target_two_seconds_into_the_run() -> None:
+        events = tmp_path / "r" / "events.jsonl"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if events.exists() and "run_start" in events.read_text():
+                break
+            time.sleep(0.05)
+        time.sleep(2.0)
+        target.stop()
+
+    stopper = threading.Thread(target=stop_target_two_seconds_into_the_run)
+    stopper.start()
+    try:
+        outcome = run(profile, tmp_path)
+    finally:
+        stopper.join()
+        target.stop()
+    assert outcome.status == "completed"
+    df = pd.read_parquet(outcome.run_dir / "requests")
+    assert len(df) == pytest.approx(200, abs=2)
+    kinds = set(df["error"].dropna().astype(str))
+    assert df["error"].isna().sum() > 0
+    assert kinds and kinds <= {"connect_refused", "reset"}, kinds
+    refused = df[df["error"] == "connect_refused"]
+    assert (refused["status"] == 0).all()
