@@ -147,7 +147,7 @@ def _run_profile(
 
     from .coordinator import Coordinator, RunOptions
     from .durations import format_duration, parse_duration
-    from .profile.model import Profile, duration_capped, time_scaled
+    from .profile.model import OpenModel, Profile, duration_capped, time_scaled
 
     assert isinstance(profile, Profile)
     profile = time_scaled(profile, time_scale)
@@ -163,6 +163,18 @@ def _run_profile(
     if "/" in run_id or run_id in (".", ".."):
         raise UsageError(f"--run-id {run_id!r} must be a plain folder name")
     n_workers = workers or os.cpu_count() or 1
+    # A shard's share of the VUs is a whole number: more workers than VUs would
+    # leave some with none (every arrival dropped, or nothing to run).
+    most_vus = (
+        profile.load.max_vus
+        if isinstance(profile.load, OpenModel)
+        else max(s.target for s in profile.load.stages)
+    )
+    if 0 < most_vus < n_workers:
+        click.echo(
+            f"note: {most_vus} VUs at most, so {most_vus} workers, not {n_workers}"
+        )
+        n_workers = most_vus
     click.echo(
         f"run {run_id}: {profile.name} against {profile.target}, "
         f"{n_workers} workers, {format_duration(profile.duration_s)}"

@@ -253,6 +253,7 @@ class Coordinator:
             if immediate_at is None and elapsed > overrun_at:
                 log.warning("workers overran the run by %.0fs; stopping", elapsed)
                 self.events.write("overrun", elapsed_s=round(elapsed, 3))
+                self.stop_reason = "overrun"
                 self._stop_all(graceful=False, reason="overrun")
                 immediate_at = time.monotonic()
             if immediate_at is not None and time.monotonic() - immediate_at > (
@@ -318,6 +319,8 @@ class Coordinator:
 
     def _on_snapshot(self, snap: Snapshot) -> None:
         self.totals.merge(snap.stats)
+        if snap.second < self._next_second:
+            return  # that second is on screen already; the totals have it
         merged, reported, vus = self._windows.get(snap.second, (WindowStats(), 0, 0))
         merged.merge(snap.stats)
         self._windows[snap.second] = (merged, reported + 1, vus + snap.active_vus)
@@ -331,6 +334,9 @@ class Coordinator:
             if not flush and reported < alive and newest - second < 2:
                 return
             del self._windows[second]
+            self._next_second = second + 1
+            if second >= self.profile.duration_s and not merged.requests:
+                continue  # the quiet tail after the shape's end
             t_s = second + 0.5
             self.view.window(
                 second,
@@ -386,8 +392,11 @@ class Coordinator:
     def _reap(self) -> None:
         """Make sure no worker outlives the coordinator."""
         deadline = time.monotonic() + KILL_AFTER_S
-        for s in self.shards:
-            s.process.join(timeout=max(0.0, deadline - time.monotonic()))
+        while time.monotonic() < deadline and any(
+            s.process.is_alive() for s in self.shards
+        ):
+            # Keep reading: a worker cannot exit while its queue pipe is full.
+            self._drain(timeout_s=POLL_S)
         self._kill_remaining("still running at shutdown")
         for s in self.shards:
             s.process.join(timeout=5)
@@ -437,7 +446,7 @@ class Coordinator:
     def _finish(self) -> None:
         lost = [s.index for s in self.shards if s.done is None]
         if self.status != "failed":
-            if lost:
+            if lost or self.stop_reason == "overrun":
                 self.status = "degraded"
             elif self.stop_reason == "interrupted":
                 self.status = "interrupted"

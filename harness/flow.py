@@ -259,61 +259,52 @@ async def run_iteration(
     lag_ns: int | None = None
     row_head = (recorder.shard, vu.id, iteration, scenario.name)
     buffer = recorder.buffer
-    stats = recorder.stats
     clock = recorder.clock
+
+    def record_unanswered(step: PreparedStep, error: str, start_perf_ns: int) -> None:
+        # No response: intended start as the schedule meant it, latency until now.
+        now_perf = time.perf_counter_ns()
+        start_wall = clock.wall_ns(start_perf_ns)
+        intended = (
+            start_wall - lag_ns
+            if lag_ns is not None
+            else clock.wall_ns(min(intended_perf_ns, start_perf_ns))
+        )
+        buffer.append(
+            (
+                *row_head,
+                step.name,
+                step.step.method,
+                step.endpoint,
+                0,
+                error,
+                intended,
+                start_wall,
+                now_perf - start_perf_ns,
+                0,
+                0,
+                0,
+                0,
+                phase,
+                offered,
+            )
+        )
+        # The ticker swaps the window every second: always add to the current one.
+        recorder.stats.add(now_perf - start_perf_ns, error, 0)
+
     for step in scenario.steps:
         if stop.stopping:
             break
         try:
             request = render(step, variables)
         except (KeyError, ValueError, UnicodeError):
-            now = time.perf_counter_ns()
-            wall = clock.wall_ns(now)
-            buffer.append(
-                (
-                    *row_head,
-                    step.name,
-                    step.step.method,
-                    step.endpoint,
-                    0,
-                    "template",
-                    wall,
-                    wall,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    phase,
-                    offered,
-                )
-            )
-            stats.add(0, "template", 0)
+            record_unanswered(step, "template", time.perf_counter_ns())
             return
+        sent_perf_ns = time.perf_counter_ns()
         try:
             result = await vu.client.send(request)
         except trio.Cancelled:
-            now = time.perf_counter_ns()
-            wall = clock.wall_ns(now)
-            buffer.append(
-                (
-                    *row_head,
-                    step.name,
-                    step.step.method,
-                    step.endpoint,
-                    0,
-                    "cancelled",
-                    wall,
-                    wall,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    phase,
-                    offered,
-                )
-            )
+            record_unanswered(step, "cancelled", sent_perf_ns)
             recorder.cancelled += 1
             raise
         if lag_ns is None:
@@ -345,7 +336,7 @@ async def run_iteration(
                 offered,
             )
         )
-        stats.add(result.latency_ns, error, result.bytes_in)
+        recorder.stats.add(result.latency_ns, error, result.bytes_in)
         if stop_iteration:
             return
         if step.think_s:

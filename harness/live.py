@@ -36,6 +36,7 @@ class LiveView:
         self._pending = WindowStats()
         self._pending_seconds = 0
         self._line_open = False
+        self._last: tuple[int, str, float, int, str] = (0, "", 0.0, 0, "")
         self.total_requests = 0
         self.total_errors = 0
 
@@ -54,8 +55,12 @@ class LiveView:
         self.total_errors += stats.error_count
         self._pending.merge(stats)
         self._pending_seconds += 1
-        if self._pending_seconds < self.interval_s:
-            return
+        self._last = (second, phase, offered, active_vus, target)
+        if self._pending_seconds >= self.interval_s:
+            self._show()
+
+    def _show(self) -> None:
+        second, phase, offered, active_vus, target = self._last
         window, seconds = self._pending, self._pending_seconds
         self._pending, self._pending_seconds = WindowStats(), 0
         elapsed = format_duration(second + 1)
@@ -91,6 +96,9 @@ class LiveView:
         self.stream.flush()
 
     def close(self) -> None:
+        """Show the seconds not shown yet (the tail of the run), end the line."""
+        if self._pending_seconds:
+            self._show()
         if self._line_open:
             self.stream.write("\n")
             self._line_open = False

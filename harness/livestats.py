@@ -7,7 +7,7 @@ histogram. The Parquet rows stay the truth; these figures are only for the scree
 for early aborts.
 
 Buckets: latency in microseconds, four buckets per power of two (so a bucket's upper
-edge is at most 19 % above its lower edge). Index 0 holds everything under 8 µs.
+edge is at most 25 % above its lower edge). Index 0 holds everything under 8 µs.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import socket
 import sys
 import time
@@ -48,6 +49,17 @@ def host_info() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
     }
+
+
+_ENV_DEFAULT = re.compile(r":-[^}]*\}")
+
+
+def _secret_shown(source: str) -> str:
+    """How a secret variable was written, with any default value in it hidden:
+    ``${LOADTEST_PASSWORD:-hunter2}`` shows as ``${LOADTEST_PASSWORD:-<secret>}``."""
+    if not source:
+        return "<secret>"
+    return _ENV_DEFAULT.sub(":-<secret>}", source)
 
 
 def _header_value(name: str, value: str) -> str:
@@ -96,7 +108,7 @@ def describe_profile(profile: Profile) -> dict[str, Any]:
             "headers": {n: _header_value(n, v) for n, v in profile.http.headers},
         },
         "variables": {
-            v.name: (v.source or "<secret>") if v.secret else v.value
+            v.name: _secret_shown(v.source) if v.secret else v.value
             for v in profile.variables
         },
         "load": load,
@@ -126,12 +138,16 @@ def describe_profile(profile: Profile) -> dict[str, Any]:
 
 def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(document, fh, indent=2, sort_keys=False, default=str)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(document, fh, indent=2, sort_keys=False, default=str)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class EventLog:
