@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 NGINX_CONF = """
+{user}
 worker_processes 1;
 daemon off;
 master_process on;
@@ -77,11 +79,14 @@ def run_nginx(root: Path) -> Iterator[str]:
     (root / "static" / "big.bin").write_bytes(b"x" * 200_000)
     port = free_port()
     conf = root / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(root=root, port=port))
+    # As root, nginx's workers would switch to "nobody", who cannot read the
+    # test's private temporary folders; keep them as the user that started it.
+    user = "user root;" if os.geteuid() == 0 else ""
+    conf.write_text(NGINX_CONF.format(root=root, port=port, user=user))
     proc = subprocess.Popen(
         [binary, "-c", str(conf), "-p", str(root)],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_for_port(port)

@@ -21,9 +21,11 @@ from ..errors import UsageError
 class Request:
     """One rendered request.
 
-    ``target`` is the request target (path and query, already rendered). ``headers``
-    are the request's own headers, the default headers already merged in; the client
-    adds ``Host``, ``Content-Length``, ``Cookie`` and ``Connection`` itself.
+    ``target`` is the request target (path and query, already rendered and
+    %-encoded), relative to the origin: the client puts :attr:`Origin.base_path` in
+    front of it. ``headers`` are the request's own headers, the default headers
+    already merged in; the client adds ``Host``, ``Content-Length`` and ``Cookie``
+    itself (HTTP/1.1 keeps the connection alive without a ``Connection`` header).
     """
 
     method: bytes
@@ -43,15 +45,21 @@ class Result:
     start_ns: int = 0
     """Monotonic instant the request began (before connecting, if it had to)."""
     connect_ns: int = 0
-    """Connection set-up time; 0 when the connection was reused."""
+    """Connection set-up time (TCP, and TLS for https); 0 when the connection was
+    reused. When set-up failed, the time the attempt took."""
     ttfb_ns: int = 0
     """From start to the first response byte."""
     latency_ns: int = 0
     """From start to the last response byte (or to the failure)."""
     bytes_out: int = 0
+    """Request bytes written: request line, headers, body."""
     bytes_in: int = 0
+    """Response bytes received: status line, headers, body as framed on the wire."""
     body: bytes = b""
+    """The body, only when ``Request.keep_body`` asked for it."""
     headers: list[tuple[bytes, bytes]] | None = None
+    """Response header fields, names lower-cased, only when ``Request.keep_body``
+    asked for the body; None otherwise."""
 
 
 @dataclass(frozen=True, slots=True)
