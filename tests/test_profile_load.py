@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from analysis.slo import EndpointSlo, Slos, SystemLimit
+from analysis.thresholds import ThresholdRule, parse
 from harness.errors import EXIT_BAD_INPUT, Location, ProfileError
 from harness.profile.load import (
     COMMAND_LINE,
@@ -154,6 +156,12 @@ def test_open_profile_with_every_key_loads_into_the_model() -> None:
         ("http_req_duration", ("p(95)<500", "p(99)<900")),
         ("http_req_failed", ("rate<0.01",)),
     )
+    assert profile.threshold_rules == (
+        ThresholdRule(parse("http_req_duration", "p(95)<500")),
+        ThresholdRule(parse("http_req_duration", "p(99)<900")),
+        ThresholdRule(parse("http_req_failed", "rate<0.01")),
+    )
+    assert profile.slos is None
     assert [s.name for s in profile.scenarios] == ["Authentication Flow", "Browse"]
     auth = profile.scenarios[0]
     assert (auth.weight, auth.think_s) == (30.0, 1.0)
@@ -432,12 +440,62 @@ def test_invalid_variables_are_refused(variables: str, problem: str) -> None:
 
 def test_null_optional_sections_count_as_absent() -> None:
     text = _profile("      - {path: /, capture: null, check: null}\n").replace(
-        "load:", "variables:\nhttp:\nthresholds:\nload:"
+        "load:", "variables:\nhttp:\nthresholds:\nslos:\nload:"
     )
     profile = load_profile_text(text, "inline.yaml", env={})
     assert profile.variables == ()
     assert profile.http == HttpSettings()
     assert profile.thresholds == ()
+    assert profile.threshold_rules == ()
+    assert profile.slos is None
+
+
+def test_thresholds_and_slos_load_parsed_beside_their_written_form() -> None:
+    profile = load_profile(VALID / "thresholds_and_slos.yaml", env={})
+    login = "http_req_duration{endpoint:/api/auth/login,method:POST}"
+    assert profile.thresholds == (
+        ("http_req_duration", ("p(95)<500", "p(99.9) < 1500")),
+        (login, ("p(95)<200", "max<2000")),
+        ("http_req_failed", ("rate<0.01",)),
+        ("dropped_iterations", ("count==0",)),
+    )
+    assert profile.threshold_rules == (
+        ThresholdRule(parse("http_req_duration", "p(95)<500")),
+        ThresholdRule(parse("http_req_duration", "p(99.9) < 1500")),
+        ThresholdRule(parse(login, "p(95)<200"), True, 30.0),
+        ThresholdRule(parse(login, "max<2000"), False, 60.0),
+        ThresholdRule(parse("http_req_failed", "rate<0.01")),
+        ThresholdRule(parse("dropped_iterations", "count==0")),
+    )
+    assert profile.slos == Slos(
+        endpoints=(
+            EndpointSlo("/api/auth/login", 200.0, 100, 500.0),
+            EndpointSlo("/api/automations/:id/execute", 1000.0),
+        ),
+        system=(
+            SystemLimit("database", "max_connections", 100.0),
+            SystemLimit("database", "max_query_time", 1000.0),
+            SystemLimit("redis", "max_connections", 200.0),
+            SystemLimit("redis", "max_memory_usage", 80.0),
+            SystemLimit("application", "max_cpu_usage", 80.0),
+            SystemLimit("application", "max_memory_usage", 2048.0),
+            SystemLimit("application", "max_response_time", 5000.0),
+        ),
+    )
+
+
+def test_threshold_error_names_the_file_line_and_the_accepted_forms() -> None:
+    text = _profile("      - path: /\n").replace(
+        "load:", 'thresholds:\n  checks: ["rate > 99%"]\nload:'
+    )
+    with pytest.raises(ProfileError) as caught:
+        load_profile_text(text, "ci.yaml", env={})
+    assert str(caught.value) == (
+        "ci.yaml:4: thresholds.checks[0]: '99%' in 'rate > 99%' has a unit; "
+        "threshold values are plain numbers (durations in milliseconds, rates as "
+        "fractions)\n  fix: write the number alone: 500 for 500 ms, 0.01 for 1%"
+    )
+    assert caught.value.exit_code == EXIT_BAD_INPUT
 
 
 def test_names_may_be_any_single_value_and_keep_their_text() -> None:

@@ -8,7 +8,9 @@ at the first problem with the file, the line, the path, what is wrong and how to
 it. Templates are compiled here too, and every name they read is checked against
 what is defined at that point: the profile's variables, plus the names captured by
 earlier steps of the same scenario. So a profile that loads can run; nothing is sent
-before the whole file has passed.
+before the whole file has passed. Threshold expressions and the ``slos`` block are
+checked with the analysis package's own parsers, so whatever loads here is what the
+analysis will evaluate.
 
 Environment references (``${NAME}``, ``${NAME:-default}``) are expanded in variable
 values, in ``target`` and in ``http.proxy``, and nowhere else: a request's headers
@@ -32,6 +34,10 @@ from urllib.parse import urlsplit
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from analysis.slo import Slos, SloSpecError, parse_slos
+from analysis.thresholds import ThresholdRule, ThresholdSyntaxError
+from analysis.thresholds import parse as parse_threshold
 
 from ..durations import DurationError, parse_duration
 from ..errors import Location, ProfileError
@@ -83,6 +89,7 @@ TOP_KEYS = (
     "variables",
     "load",
     "thresholds",
+    "slos",
     "scenarios",
 )
 HTTP_KEYS = (
@@ -112,6 +119,14 @@ STEP_KEYS = (
     "think",
 )
 CHECK_KEYS = ("status", "json", "max_latency")
+THRESHOLD_KEYS = (
+    "threshold",
+    "abort_on_fail",
+    "delay_abort_eval",
+    "abortOnFail",
+    "delayAbortEval",
+)
+"""Keys of a threshold written as a mapping; the camelCase ones are k6's spelling."""
 
 REQUIRED_EXAMPLES = {
     "load": "load: {model: open, phases: [{duration: 1m, rate: 10}]}",
@@ -277,7 +292,8 @@ class _Loader:
         defined = {v.name for v in variables}
         http = self.http(top.get("http"), defined)
         load = self.load_model(self.require(top, "load", root, ""))
-        thresholds = self.thresholds(top.get("thresholds"))
+        thresholds, threshold_rules = self.thresholds(top.get("thresholds"))
+        slos = self.slos(top.get("slos"))
         scenarios = self.scenarios(self.require(top, "scenarios", root, ""), defined)
         return Profile(
             name=name,
@@ -287,6 +303,8 @@ class _Loader:
             http=http,
             variables=variables,
             thresholds=thresholds,
+            threshold_rules=threshold_rules,
+            slos=slos,
             graceful_stop_s=graceful_stop_s,
             source_file=self.file,
             source_sha256=sha256,
@@ -947,18 +965,97 @@ class _Loader:
 
     def thresholds(
         self, entry: _Entry | None
-    ) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    ) -> tuple[tuple[tuple[str, tuple[str, ...]], ...], tuple[ThresholdRule, ...]]:
+        """The expressions as written, by metric key, and the same parsed."""
         if entry is None or _is_null(entry.node):
-            return ()
-        out = []
+            return (), ()
+        written = []
+        rules: list[ThresholdRule] = []
         for item in self.mapping(entry.node, entry.path, None, "thresholds").values():
             example = f'{item.key}: ["p(95)<500"]'
-            expressions = tuple(
-                self.text(part, nonempty=True)
-                for part in self.sequence(item, "expressions", example)
+            expressions = []
+            for part in self.sequence(item, "expressions", example):
+                rule = self.threshold_rule(item, part)
+                expressions.append(rule.threshold.source)
+                rules.append(rule)
+            written.append((item.key, tuple(expressions)))
+        return tuple(written), tuple(rules)
+
+    def threshold_rule(self, metric: _Entry, part: _Entry) -> ThresholdRule:
+        """One threshold: an expression, or a mapping with k6's abort settings."""
+        abort_on_fail = False
+        delay_s = 0.0
+        expression_entry = part
+        if isinstance(part.node, MappingNode):
+            fields = self.mapping(part.node, part.path, THRESHOLD_KEYS, "a threshold")
+            for snake, camel in (
+                ("abort_on_fail", "abortOnFail"),
+                ("delay_abort_eval", "delayAbortEval"),
+            ):
+                if snake in fields and camel in fields:
+                    second = fields[camel]
+                    self.fail(
+                        second.key_node,
+                        second.path,
+                        f"'{snake}' and '{camel}' are the same setting",
+                        "keep one of them",
+                    )
+            example = '{threshold: "p(95)<500", abort_on_fail: true}'
+            if "threshold" not in fields:
+                self.fail(
+                    part.node,
+                    part.path,
+                    "a threshold written as a mapping needs 'threshold', the "
+                    "expression",
+                    f"write {example}",
+                )
+            expression_entry = fields["threshold"]
+            abort = fields.get("abort_on_fail") or fields.get("abortOnFail")
+            if abort is not None:
+                abort_on_fail = self.boolean(abort)
+            delay = fields.get("delay_abort_eval") or fields.get("delayAbortEval")
+            if delay is not None:
+                delay_s = self.duration(delay, positive=False)
+        elif not isinstance(part.node, ScalarNode):
+            self.wrong_type(
+                part, "an expression or a mapping", '"p(95)<500" or {threshold: ...}'
             )
-            out.append((item.key, expressions))
-        return tuple(out)
+        expression = self.text(expression_entry, nonempty=True)
+        try:
+            threshold = parse_threshold(metric.key, expression)
+        except ThresholdSyntaxError as exc:
+            if exc.part == "metric":
+                self.fail(metric.key_node, metric.path, exc.problem, exc.fix)
+            self.bad(expression_entry, exc.problem, exc.fix)
+        return ThresholdRule(threshold, abort_on_fail, delay_s)
+
+    # -- slos --------------------------------------------------------------------------
+
+    def slos(self, entry: _Entry | None) -> Slos | None:
+        if entry is None or _is_null(entry.node):
+            return None
+        self.mapping(entry.node, entry.path, None, "slos")
+        block = self.json_value(entry, None, None)
+        try:
+            return parse_slos(block)
+        except SloSpecError as exc:
+            node, path = self.node_at(entry, exc.path, on_key=exc.on_key)
+            self.fail(node, path, exc.problem, exc.fix)
+
+    def node_at(
+        self, entry: _Entry, keys: Sequence[str], *, on_key: bool
+    ) -> tuple[Node, str]:
+        """The node and field path reached from ``entry`` through mapping ``keys``;
+        the key's own node when ``on_key``. Stops where the keys leave the tree."""
+        node, key_node, path = entry.node, entry.node, entry.path
+        for key in keys:
+            if not isinstance(node, MappingNode):
+                break
+            found = self.mapping(node, path, None, "a mapping").get(key)
+            if found is None:
+                break
+            node, key_node, path = found.node, found.key_node, found.path
+        return (key_node if on_key else node), path
 
     # -- scenarios and steps -----------------------------------------------------------
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from analysis.slo import Slos
+from analysis.thresholds import ThresholdRule
+
 from ..errors import Location
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -173,7 +176,11 @@ class Profile:
     http: HttpSettings = field(default_factory=HttpSettings)
     variables: tuple[Variable, ...] = ()
     thresholds: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    """k6-style expressions by metric, kept as written; the analysis evaluates them."""
+    """k6-style expressions by metric key, as written (what the manifest records)."""
+    threshold_rules: tuple[ThresholdRule, ...] = ()
+    """The same expressions parsed, in the same order, with their abort settings."""
+    slos: Slos | None = None
+    """The ``slos`` block, checked; None when the profile has none."""
     graceful_stop_s: float = DEFAULT_GRACEFUL_STOP_S
     source_file: str = ""
     source_sha256: str = ""
