@@ -19,10 +19,21 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from .errors import EXIT_BAD_INPUT, HarnessError, UsageError
+from .errors import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    EXIT_THRESHOLDS_FAILED,
+    HarnessError,
+    UsageError,
+)
+from .profile.model import Profile
+
+if TYPE_CHECKING:
+    from analysis.dataset import Run
 
 log = logging.getLogger("harness.cli")
 
@@ -147,7 +158,7 @@ def _run_profile(
 
     from .coordinator import Coordinator, RunOptions
     from .durations import format_duration, parse_duration
-    from .profile.model import OpenModel, Profile, duration_capped, time_scaled
+    from .profile.model import OpenModel, duration_capped, time_scaled
 
     assert isinstance(profile, Profile)
     profile = time_scaled(profile, time_scale)
@@ -192,9 +203,11 @@ def _run_profile(
         ),
     )
     outcome = coordinator.run()
+    run = open_run(outcome.run_dir)
     click.echo("")
-    click.echo(format_summary(endpoint_summary(open_run(outcome.run_dir))))
+    click.echo(format_summary(endpoint_summary(run)))
     click.echo("")
+    failed = _judge(profile, run)
     extra = ""
     if outcome.workers_lost:
         extra = f", workers lost: {outcome.workers_lost}"
@@ -202,7 +215,31 @@ def _run_profile(
         extra += f", {outcome.cancelled} requests cut short by the stop"
     click.echo(f"{outcome.status}: {outcome.rows} requests recorded{extra}")
     click.echo(f"run folder: {outcome.run_dir}")
+    if outcome.exit_code == EXIT_OK and failed:
+        click.echo("thresholds failed")
+        return EXIT_THRESHOLDS_FAILED
     return outcome.exit_code
+
+
+def _judge(profile: Profile, run: Run) -> bool:
+    """Print the verdicts of the profile's thresholds and SLOs; True if any failed.
+
+    The verdicts come from the Parquet records, not from the live view."""
+    from analysis.slo import evaluate_slos, format_slo_verdicts
+    from analysis.thresholds import any_failed, evaluate, format_verdicts
+
+    failed = False
+    if profile.threshold_rules:
+        verdicts = evaluate(run, profile.threshold_rules)
+        click.echo(format_verdicts(verdicts))
+        failed = any_failed(verdicts)
+    if profile.slos is not None:
+        slo_verdicts = evaluate_slos(run, profile.slos)
+        click.echo(format_slo_verdicts(slo_verdicts))
+        failed = failed or any(v.passed is False for v in slo_verdicts)
+    if profile.threshold_rules or profile.slos is not None:
+        click.echo("")
+    return failed
 
 
 @cli.command()

@@ -113,6 +113,15 @@ def describe_profile(profile: Profile) -> dict[str, Any]:
         },
         "load": load,
         "thresholds": {metric: list(exprs) for metric, exprs in profile.thresholds},
+        "abort_on_fail": [
+            {
+                "threshold": str(rule.threshold.source),
+                "delay_abort_eval_s": rule.delay_abort_eval_s,
+            }
+            for rule in profile.threshold_rules
+            if rule.abort_on_fail
+        ],
+        "slos": profile.slos.as_mapping() if profile.slos is not None else None,
         "scenarios": [
             {
                 "name": sc.name,

@@ -234,3 +234,29 @@ def test_second_ctrl_c_stops_at_once_and_reports_requests_cut_short(
     # Requests cut short were sent, so the target may still have answered them.
     assert served - cancelled <= len(df) - cancelled <= served
     assert f"{cancelled} requests cut short" in out
+
+
+def test_threshold_the_target_cannot_meet_exits_1_and_names_it(tmp_path: Path) -> None:
+    with DemoTarget.start(workers=8, service_ms=100) as target:
+        profile = tmp_path / "slow.yaml"
+        profile.write_text(
+            LONG_PROFILE.format(target=target.url)
+            .replace("/healthz", "/api/user/profile")
+            .replace("duration: 60s, rate: 100", "duration: 2s, rate: 20")
+            + 'thresholds:\n  http_req_duration: ["p(95)<50", "max<5000"]\n'
+        )
+        proc = harness(
+            "run",
+            str(profile),
+            "--workers",
+            "2",
+            "--run-id",
+            "t",
+            "--out",
+            str(tmp_path),
+        )
+        out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 1, err
+    assert "FAIL http_req_duration: p(95)<50" in out
+    assert "ok   http_req_duration: max<5000" in out
+    assert "thresholds failed" in out
