@@ -251,46 +251,19 @@ async def run_iteration(
     intended_perf_ns: int,
     phase: str,
     offered: float,
-) -> None:
-    """Run the scenario's steps once for ``vu``; record every request sent."""
+) -> bool:
+    """Run the scenario's steps once for ``vu``; record every request sent.
+
+    Returns True when at least one request went out (the client then passed
+    through a checkpoint, so the caller need not add one)."""
     vu.iteration += 1
     iteration = vu.iteration
     variables = dict(base_variables)
     lag_ns: int | None = None
+    sent = False
     row_head = (recorder.shard, vu.id, iteration, scenario.name)
     buffer = recorder.buffer
     clock = recorder.clock
-
-    def record_unanswered(step: PreparedStep, error: str, start_perf_ns: int) -> None:
-        # No response: intended start as the schedule meant it, latency until now.
-        now_perf = time.perf_counter_ns()
-        start_wall = clock.wall_ns(start_perf_ns)
-        intended = (
-            start_wall - lag_ns
-            if lag_ns is not None
-            else clock.wall_ns(min(intended_perf_ns, start_perf_ns))
-        )
-        buffer.append(
-            (
-                *row_head,
-                step.name,
-                step.step.method,
-                step.endpoint,
-                0,
-                error,
-                intended,
-                start_wall,
-                now_perf - start_perf_ns,
-                0,
-                0,
-                0,
-                0,
-                phase,
-                offered,
-            )
-        )
-        # The ticker swaps the window every second: always add to the current one.
-        recorder.stats.add(now_perf - start_perf_ns, error, 0)
 
     for step in scenario.steps:
         if stop.stopping:
@@ -298,15 +271,36 @@ async def run_iteration(
         try:
             request = render(step, variables)
         except (KeyError, ValueError, UnicodeError):
-            record_unanswered(step, "template", time.perf_counter_ns())
-            return
+            _record_unanswered(
+                recorder,
+                row_head,
+                step,
+                "template",
+                time.perf_counter_ns(),
+                lag_ns,
+                intended_perf_ns,
+                phase,
+                offered,
+            )
+            return sent
         sent_perf_ns = time.perf_counter_ns()
         try:
             result = await vu.client.send(request)
         except trio.Cancelled:
-            record_unanswered(step, "cancelled", sent_perf_ns)
+            _record_unanswered(
+                recorder,
+                row_head,
+                step,
+                "cancelled",
+                sent_perf_ns,
+                lag_ns,
+                intended_perf_ns,
+                phase,
+                offered,
+            )
             recorder.cancelled += 1
             raise
+        sent = True
         if lag_ns is None:
             lag_ns = max(0, result.start_ns - intended_perf_ns)
         error = result.error
@@ -338,9 +332,54 @@ async def run_iteration(
         )
         recorder.stats.add(result.latency_ns, error, result.bytes_in)
         if stop_iteration:
-            return
+            return sent
         if step.think_s:
             await stop.pause(step.think_s)
+    return sent
+
+
+def _record_unanswered(
+    recorder: Recorder,
+    row_head: tuple[int, int, int, str],
+    step: PreparedStep,
+    error: str,
+    start_perf_ns: int,
+    lag_ns: int | None,
+    intended_perf_ns: int,
+    phase: str,
+    offered: float,
+) -> None:
+    """Record a request that got no response: not rendered, or cut short."""
+    clock = recorder.clock
+    now_perf = time.perf_counter_ns()
+    start_wall = clock.wall_ns(start_perf_ns)
+    intended = (
+        start_wall - lag_ns
+        if lag_ns is not None
+        else clock.wall_ns(min(intended_perf_ns, start_perf_ns))
+    )
+    latency_ns = now_perf - start_perf_ns
+    recorder.buffer.append(
+        (
+            *row_head,
+            step.name,
+            step.step.method,
+            step.endpoint,
+            0,
+            error,
+            intended,
+            start_wall,
+            latency_ns,
+            0,
+            0,
+            0,
+            0,
+            phase,
+            offered,
+        )
+    )
+    # The ticker swaps the window every second: always add to the current one.
+    recorder.stats.add(latency_ns, error, 0)
 
 
 def scenario_picker(

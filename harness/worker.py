@@ -25,6 +25,7 @@ sends it to every process of the group, and the coordinator decides what it mean
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
@@ -63,6 +64,7 @@ from .record import (
 log = logging.getLogger("harness.worker")
 
 WRITER_POLL_S = 0.2
+GC_YOUNG_THRESHOLD = 20_000
 PROFILE_ENV = "HARNESS_CPROFILE_DIR"
 """When set to a folder, each worker runs under cProfile and saves its profile there."""
 
@@ -155,6 +157,12 @@ class Worker:
             self._done("stopped before start")
             return
         assert isinstance(message, Start)
+        # Everything made so far lives for the whole run: move it out of the
+        # collector's sight, and collect young objects less often. Measured: the
+        # collector's full passes took 15-20 % of a busy worker's CPU without this.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(GC_YOUNG_THRESHOLD)
         delay_s = (message.start_wall_ns - time.time_ns()) / 1e9
         if delay_s > 0:
             await trio.sleep(delay_s)
@@ -368,30 +376,39 @@ class Worker:
         self, vu: VU, own_stop: StopFlag, scope: trio.CancelScope, model: ClosedModel
     ) -> None:
         self.active_vus += 1
+        # The stage name and VU target only change during ramps; while a stage
+        # holds, reuse them rather than look them up for every iteration.
+        label_from = label_until = 0.0
+        phase, offered = "", 0.0
         try:
             with scope:
                 while not own_stop.stopping and not self.stop.stopping:
                     scenario = self.pick()
                     t_s = self._elapsed()
+                    if not label_from <= t_s < label_until:
+                        phase = pacing.phase_name_at(model, t_s)
+                        offered = pacing.offered_at(model, t_s)
+                        label_from, label_until = _steady_span(model, t_s)
                     self.iterations += 1
                     self.stats.iterations += 1
                     self.in_flight += 1
                     try:
-                        await run_iteration(
+                        sent = await run_iteration(
                             vu,
                             scenario,
                             self.base_variables,
                             self.recorder,
                             self.stop,
                             time.perf_counter_ns(),
-                            pacing.phase_name_at(model, t_s),
-                            pacing.offered_at(model, t_s),
+                            phase,
+                            offered,
                         )
                     finally:
                         self.in_flight -= 1
                     if scenario.think_s:
                         await own_stop.pause(scenario.think_s)
-                    else:
+                    elif not sent:
+                        # Nothing went out, so nothing yielded: let others run.
                         await trio.lowlevel.checkpoint()
         finally:
             self.active_vus -= 1
@@ -448,3 +465,16 @@ class Worker:
 
     def _event(self, kind: str, **data: Any) -> None:
         self.out.put(Event(self.cfg.shard, kind, time.time_ns(), data))
+
+
+def _steady_span(model: ClosedModel, t_s: float) -> tuple[float, float]:
+    """Where the stage around ``t_s`` holds its VU count: that stage's span;
+    during a ramp an empty span, so the caller looks again next time."""
+    start_s = 0.0
+    previous = 0
+    for stage in model.stages:
+        end_s = start_s + stage.duration_s
+        if t_s < end_s:
+            return (start_s, end_s) if stage.target == previous else (0.0, 0.0)
+        start_s, previous = end_s, stage.target
+    return 0.0, 0.0
