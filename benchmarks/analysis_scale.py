@@ -27,7 +27,8 @@ reports the largest relative difference, prints a table and writes
 ``benchmarks/results/analysis-scale-<date>.json``.
 
     .venv/bin/python benchmarks/analysis_scale.py                 # 10^8 rows
-    .venv/bin/python benchmarks/analysis_scale.py --rows 20000000 --methods exact
+    .venv/bin/python benchmarks/analysis_scale.py --rows 20000000 --methods exact \\
+        --repeats 1
 
 Generated data goes under /tmp (``--data DIR`` to change); it takes about 27 bytes
 a row on disk, so the script checks the free space first.
@@ -497,6 +498,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--encoding",
         choices=("harness", "delta"),
@@ -524,23 +526,29 @@ def main() -> None:
         + (f", generated in {generate_s:.0f} s" if generate_s else " (reused)")
     )
     rows = []
+    methods = args.methods.split(",")
     with tempfile.TemporaryDirectory(prefix="analysis-scale-") as scratch:
         out = Path(scratch)
-        for method in args.methods.split(","):
-            load_before = os.getloadavg()[0]
-            row = run_child(method, folder, out)
-            row["load_before"] = round(load_before, 2)
-            if (
-                row["ok"]
-                and method != "exact"
-                and (out / "exact-windows.parquet").exists()
-            ):
-                row.update(compare(out, method))
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+        # Rounds interleave the methods (exact, duckdb, ..., exact, duckdb, ...) so
+        # that a busy stretch of a shared machine falls on every method.
+        for repeat in range(args.repeats):
+            for method in methods:
+                load_before = os.getloadavg()[0]
+                row = {"repeat": repeat, **run_child(method, folder, out)}
+                row["load_before"] = round(load_before, 2)
+                if (
+                    row["ok"]
+                    and method != "exact"
+                    and (out / "exact-windows.parquet").exists()
+                ):
+                    row.update(compare(out, method))
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     table = pd.DataFrame(rows)
-    print()
-    print(table.to_string(index=False))
+    medians = table.drop(columns=["repeat", "ok"]).groupby("method", sort=False)
+    summary = medians.median(numeric_only=True).round(3)
+    print(f"\nmedians of {args.repeats} rounds:")
+    print(summary.to_string())
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC)
     path = RESULTS / f"analysis-scale-{stamp:%Y%m%d-%H%M%S}.json"
@@ -558,6 +566,8 @@ def main() -> None:
             "max_rss_units": "MB (ru_maxrss of each child, from os.wait4)",
         },
         "versions": versions(),
+        "repeats": args.repeats,
+        "medians": summary.reset_index().to_dict(orient="records"),
         "results": rows,
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
