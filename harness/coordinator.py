@@ -14,7 +14,8 @@ How this works
    SIGINT or SIGTERM asks every worker to stop gracefully, a second one to stop now.
 4. Join the workers (ending any that outlive a generous deadline) and write the final
    manifest: status ``completed``, ``interrupted``, ``degraded`` (a worker was lost)
-   or ``failed``, and the counts.
+   ``aborted`` (a threshold with ``abort_on_fail`` failed live) or ``failed``, and
+   the counts.
 
 The coordinator never reads the records; the summary after a run comes from the
 ``analysis`` package reading the finished Parquet files.
@@ -35,7 +36,14 @@ from types import FrameType
 from typing import Any, TextIO
 
 from . import pacing
-from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_ERROR, RunError
+from .abort import first_failure
+from .errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_RUN_ERROR,
+    EXIT_THRESHOLDS_FAILED,
+    RunError,
+)
 from .live import LiveView
 from .livestats import WindowStats
 from .manifest import EventLog, describe_profile, host_info, versions, write_json_atomic
@@ -106,6 +114,7 @@ class Coordinator:
         self.shards: list[_Shard] = []
         self.status = "running"
         self.stop_reason = ""
+        self.abort_reason = ""
         self._signals = 0
         self._windows: dict[int, tuple[WindowStats, int, int]] = {}
         self._next_second = 0
@@ -226,11 +235,29 @@ class Coordinator:
         immediate_at: float | None = None
         handled_signals = 0
         boundaries = self._phase_boundaries()
+        abort_rules = tuple(r for r in self.profile.threshold_rules if r.abort_on_fail)
         while not all(self._finished(s) for s in self.shards):
             self._drain(timeout_s=POLL_S)
             self._check_processes()
             self._show_windows()
             elapsed = time.monotonic() - self._started_mono
+            if abort_rules and not self.stop_reason:
+                failure = first_failure(abort_rules, self.totals, elapsed)
+                if failure is not None:
+                    rule, observed = failure
+                    why = (
+                        f"threshold {rule.threshold} failed (live value {observed:.6g})"
+                    )
+                    self.view.message(f"aborting: {why}")
+                    self.events.write(
+                        "threshold_abort",
+                        threshold=str(rule.threshold),
+                        observed=observed,
+                        elapsed_s=round(elapsed, 3),
+                    )
+                    self.stop_reason = "aborted"
+                    self.abort_reason = why
+                    self._stop_all(graceful=True, reason="aborted")
             while boundaries and boundaries[0][0] <= elapsed and not self.stop_reason:
                 start_s, data = boundaries.pop(0)
                 wall_ns = self.started_wall_ns + int(start_s * 1e9)
@@ -450,6 +477,8 @@ class Coordinator:
                 self.status = "degraded"
             elif self.stop_reason == "interrupted":
                 self.status = "interrupted"
+            elif self.stop_reason == "aborted":
+                self.status = "aborted"
             else:
                 self.status = "completed"
         self.events.write("run_end", status=self.status, workers_lost=lost)
@@ -490,6 +519,8 @@ class Coordinator:
             document["counts"] = self._counts()
             if self.stop_reason:
                 document["stop_reason"] = self.stop_reason
+            if self.abort_reason:
+                document["abort_reason"] = self.abort_reason
         write_json_atomic(self.run_dir / "manifest.json", document)
 
     def _outcome(self) -> RunOutcome:
@@ -497,6 +528,7 @@ class Coordinator:
         code = {
             "completed": EXIT_OK,
             "interrupted": EXIT_INTERRUPTED,
+            "aborted": EXIT_THRESHOLDS_FAILED,
         }.get(self.status, EXIT_RUN_ERROR)
         return RunOutcome(
             run_dir=self.run_dir,

@@ -260,3 +260,39 @@ def test_threshold_the_target_cannot_meet_exits_1_and_names_it(tmp_path: Path) -
     assert "FAIL http_req_duration: p(95)<50" in out
     assert "ok   http_req_duration: max<5000" in out
     assert "thresholds failed" in out
+
+
+def test_abort_on_fail_stops_the_run_early_and_the_manifest_says_why(
+    tmp_path: Path,
+) -> None:
+    with DemoTarget.start(workers=8, service_ms=100) as target:
+        profile = tmp_path / "abort.yaml"
+        profile.write_text(
+            LONG_PROFILE.format(target=target.url)
+            .replace("/healthz", "/api/user/profile")
+            .replace("rate: 100", "rate: 20")
+            + "thresholds:\n  http_req_duration:\n"
+            + '    - {threshold: "p(95)<50", abort_on_fail: true,'
+            + " delay_abort_eval: 2s}\n"
+        )
+        started = time.monotonic()
+        proc = harness(
+            "run",
+            str(profile),
+            "--workers",
+            "2",
+            "--run-id",
+            "a",
+            "--out",
+            str(tmp_path),
+        )
+        out, err = proc.communicate(timeout=90)
+        took_s = time.monotonic() - started
+    assert proc.returncode == 1, err
+    assert took_s < 40  # the profile asks for 60 s
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["status"] == "aborted"
+    assert "p(95)<50" in manifest["abort_reason"]
+    events = (tmp_path / "a" / "events.jsonl").read_text()
+    assert '"threshold_abort"' in events
+    assert "aborting: threshold http_req_duration: p(95)<50" in out
