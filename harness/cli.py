@@ -142,7 +142,7 @@ def run(
 
 
 def _run_profile(
-    profile: object,
+    profile: Profile,
     *,
     workers: int | None,
     time_scale: float,
@@ -160,7 +160,6 @@ def _run_profile(
     from .durations import format_duration, parse_duration
     from .profile.model import OpenModel, duration_capped, time_scaled
 
-    assert isinstance(profile, Profile)
     profile = time_scaled(profile, time_scale)
     if duration is not None:
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,8 +28,6 @@ from .livestats import WindowStats
 from .profile.model import Profile, Scenario, Step
 from .record import RecordBuffer
 from .template import Template, compile_form_body, compile_json_body, compile_template
-
-_NO_BODY_METHODS = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,7 +395,6 @@ def scenario_picker(
         running += w / total
         edges.append(running)
     edges[-1] = 1.0
-    from bisect import bisect_right
 
     def pick() -> PreparedScenario:
         return scenarios[bisect_right(edges, rng.random())]

@@ -44,6 +44,16 @@ def harness(*args: str, **kwargs: object) -> subprocess.Popen[str]:
     )
 
 
+def harness_run(
+    profile: Path, run_id: str, out: Path, *extra: str
+) -> subprocess.Popen[str]:
+    """``harness run PROFILE`` on 2 workers into OUT/RUN_ID."""
+    return harness(
+        "run", str(profile), "--workers", "2", "--run-id", run_id, "--out", str(out),
+        *extra,
+    )  # fmt: skip
+
+
 def wait_for_manifest_pids(run_dir: Path, timeout_s: float = 30.0) -> list[int]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -94,9 +104,7 @@ def test_ctrl_c_stops_gracefully_and_keeps_every_record(
     profile = tmp_path / "long.yaml"
     profile.write_text(LONG_PROFILE.format(target=demo_target.url))
     before = demo_target.stats()["requests_served"]
-    proc = harness(
-        "run", str(profile), "--workers", "2", "--run-id", "c", "--out", str(tmp_path)
-    )
+    proc = harness_run(profile, "c", tmp_path)
     run_dir = tmp_path / "c"
     wait_for_manifest_pids(run_dir)
     time.sleep(3)
@@ -120,18 +128,7 @@ def test_killed_worker_is_reported_and_the_run_goes_on(
     profile.write_text(
         LONG_PROFILE.format(target=demo_target.url).replace("60s", "10s")
     )
-    proc = harness(
-        "run",
-        str(profile),
-        "--workers",
-        "2",
-        "--run-id",
-        "k",
-        "--out",
-        str(tmp_path),
-        "--part-seconds",
-        "1",
-    )
+    proc = harness_run(profile, "k", tmp_path, "--part-seconds", "1")
     run_dir = tmp_path / "k"
     pids = wait_for_manifest_pids(run_dir)
     time.sleep(5)
@@ -202,16 +199,7 @@ def test_second_ctrl_c_stops_at_once_and_reports_requests_cut_short(
             .replace("rate: 100", "rate: 10")
         )
         before = target.stats()["requests_served"]
-        proc = harness(
-            "run",
-            str(profile),
-            "--workers",
-            "2",
-            "--run-id",
-            "s",
-            "--out",
-            str(tmp_path),
-        )
+        proc = harness_run(profile, "s", tmp_path)
         run_dir = tmp_path / "s"
         wait_for_manifest_pids(run_dir)
         time.sleep(4)
@@ -245,16 +233,7 @@ def test_threshold_the_target_cannot_meet_exits_1_and_names_it(tmp_path: Path) -
             .replace("duration: 60s, rate: 100", "duration: 2s, rate: 20")
             + 'thresholds:\n  http_req_duration: ["p(95)<50", "max<5000"]\n'
         )
-        proc = harness(
-            "run",
-            str(profile),
-            "--workers",
-            "2",
-            "--run-id",
-            "t",
-            "--out",
-            str(tmp_path),
-        )
+        proc = harness_run(profile, "t", tmp_path)
         out, err = proc.communicate(timeout=90)
     assert proc.returncode == 1, err
     assert "FAIL http_req_duration: p(95)<50" in out
@@ -276,16 +255,7 @@ def test_abort_on_fail_stops_the_run_early_and_the_manifest_says_why(
             + " delay_abort_eval: 2s}\n"
         )
         started = time.monotonic()
-        proc = harness(
-            "run",
-            str(profile),
-            "--workers",
-            "2",
-            "--run-id",
-            "a",
-            "--out",
-            str(tmp_path),
-        )
+        proc = harness_run(profile, "a", tmp_path)
         out, err = proc.communicate(timeout=90)
         took_s = time.monotonic() - started
     assert proc.returncode == 1, err
