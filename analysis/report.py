@@ -1,0 +1,1004 @@
+"""The run report: ``report/index.html``, ``summary.json`` and ``junit.xml``.
+
+How this works
+--------------
+:func:`build_report` reads a run directory once per kind of figure and keeps
+everything it found in a :class:`Report`:
+
+1. per-endpoint windows and whole-run figures in one pass
+   (:func:`analysis.windows.aggregate`, exact quantiles), and windows over every
+   endpoint;
+2. one streaming pass over ``start_ns``, ``latency_ns`` and ``offered`` for the
+   latency heatmap and the mean offered load of each window (the heatmap's
+   latency bins are log-spaced between the run's fastest and slowest request);
+3. the thresholds and SLOs declared in the manifest, judged on the records
+   (:mod:`analysis.thresholds`, :mod:`analysis.slo`);
+4. the monitor's samples, when ``resources/`` holds some.
+
+:func:`write_report` then writes three files. ``summary.json`` holds every figure
+the HTML shows (the tables, the verdicts, and the window series the plots draw),
+so a CI job or a notebook never has to scrape the page. ``index.html`` is a
+single file with the plots embedded as PNG, no script and no external link, so it
+can be attached to a ticket or opened from an artefact store. ``junit.xml`` holds
+one test case per threshold and SLO entry, and one for the run's own status.
+
+The window length is chosen from the run's span (about 200 windows, at least one
+second) unless given.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import json
+import math
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+from matplotlib.figure import Figure
+
+from . import __version__, plots, windows
+from .dataset import Run, open_run
+from .slo import SloVerdict, evaluate_slos, parse_slos
+from .thresholds import Verdict, evaluate
+
+FORMAT_VERSION = 1
+"""Version of the ``summary.json`` layout; a change that removes or renames a
+field raises it."""
+
+TARGET_WINDOWS = 200
+"""About how many windows the automatic window length gives."""
+_NICE_WINDOWS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
+HEATMAP_LATENCY_BINS = 60
+QUANTILES = (0.5, 0.9, 0.95, 0.99)
+_NOTABLE_EVENTS = {
+    "worker_exit",
+    "threshold_abort",
+    "overrun",
+    "drops",
+    "target_exit",
+    "target_restart",
+    "stop",
+}
+"""Events listed in the report: anything that explains odd figures."""
+
+
+class ReportError(ValueError):
+    """The report cannot be made; the message says why and what to do."""
+
+
+def window_length_s(span_s: float) -> int:
+    """The shortest round window length giving at most about
+    :data:`TARGET_WINDOWS` windows over ``span_s`` seconds."""
+    for length in _NICE_WINDOWS_S:
+        if span_s / length <= TARGET_WINDOWS:
+            return length
+    return _NICE_WINDOWS_S[-1]
+
+
+@dataclass
+class Report:
+    """Everything a report shows, computed from one run."""
+
+    run: Run
+    every_s: int
+    summary: dict[str, Any]
+    """What ``summary.json`` holds."""
+    figures: list[tuple[str, str, Figure]] = field(default_factory=list)
+    """(file stem, caption, figure), in the order the HTML shows them."""
+    threshold_verdicts: list[Verdict] = field(default_factory=list)
+    slo_verdicts: list[SloVerdict] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        """True when a threshold or SLO entry failed."""
+        return any(v.passed is False for v in self.threshold_verdicts) or any(
+            v.passed is False for v in self.slo_verdicts
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReportFiles:
+    folder: Path
+    html: Path
+    summary_json: Path
+    junit_xml: Path
+
+
+# -- building -------------------------------------------------------------------
+
+
+def build_report(source: Run | str | Path, *, every: str | None = None) -> Report:
+    """Compute the report of a run (finished, or still being written)."""
+    run = source if isinstance(source, Run) else open_run(source)
+    manifest = run.manifest
+    table = run.requests_table(columns=["start_ns", "latency_ns"])
+    if table.num_rows:
+        start_min = pc.min_max(table.column("start_ns")).as_py()["min"]
+        ends = pc.add(table.column("start_ns"), table.column("latency_ns"))
+        last_end = pc.max(ends).as_py()
+    else:
+        start_min = last_end = None
+    del table
+    run_start_ns = _run_start_ns(manifest, start_min)
+    run_end_ns = _run_end_ns(manifest, last_end, run_start_ns)
+    span_s = max(1e-9, (run_end_ns - run_start_ns) / 1e9)
+    every_s = windows.parse_every(every) // 10**9 if every else window_length_s(span_s)
+    if every is not None and windows.parse_every(every) % 10**9:
+        raise ReportError(f"--every {every!r}: use whole seconds, e.g. 1s or 10s")
+    every_text = f"{every_s}s"
+
+    by = ("method", "endpoint")
+    agg = windows.aggregate(run, every_text, by=by, quantiles=QUANTILES, total=True)
+    per_endpoint = agg.windows.copy()
+    per_endpoint["label"] = _labels(per_endpoint)
+    whole = agg.overall
+    total = windows.windows(run, every_text, by=(), quantiles=QUANTILES)
+    heat, offered = _stream_pass(run, every_s, run_start_ns)
+    axis = plots.TimeAxis.for_span(run_start_ns, span_s)
+    phases = _phases(run, run_start_ns, run_end_ns)
+    offered_label = _offered_label(manifest)
+
+    threshold_verdicts = evaluate(run) if _thresholds(manifest) else []
+    slo_block = manifest.get("profile", {}).get("slos")
+    slo_verdicts = evaluate_slos(run, parse_slos(slo_block)) if slo_block else []
+    resources = run.resources()
+    target_res, harness_res = _resource_series(resources)
+
+    endpoints = _endpoint_rows(whole)
+    order = [
+        f"{r['method']} {r['endpoint']}" for r in endpoints if r["method"] != "ALL"
+    ]
+    summary: dict[str, Any] = {
+        "format": "harness-report",
+        "format_version": FORMAT_VERSION,
+        "generated_at": _iso(dt.datetime.now(dt.UTC).timestamp()),
+        "generated_by": f"analysis {__version__}",
+        "run": _run_block(run, run_start_ns, run_end_ns),
+        "verdict": _verdict(threshold_verdicts, slo_verdicts),
+        "thresholds": [_threshold_json(v) for v in threshold_verdicts],
+        "slos": [_slo_json(v) for v in slo_verdicts],
+        "totals": next((r for r in endpoints if r["method"] == "ALL"), None),
+        "endpoints": [r for r in endpoints if r["method"] != "ALL"],
+        "errors": _errors(whole),
+        "phases": [
+            {"name": p.name, "start_s": p.start_s, "end_s": p.end_s} for p in phases
+        ],
+        "events": _notable_events(run),
+        "resources": _resource_summary(target_res, harness_res, resources),
+        "windows": {
+            "every_s": every_s,
+            "total": _window_rows(total, offered, run_start_ns),
+            "endpoints": {
+                name: _window_rows(
+                    per_endpoint[per_endpoint["label"] == name], None, run_start_ns
+                )
+                for name in order
+            },
+        },
+    }
+    report = Report(run, every_s, summary, [], threshold_verdicts, slo_verdicts)
+    if table_has_rows(whole):
+        report.figures.append(
+            (
+                "latency",
+                "Service time p50, p95 and p99 per endpoint in each window; the dashed "
+                "line is the p99 measured from each request's intended start, which "
+                "includes any wait for the load generator.",
+                plots.latency_over_time(per_endpoint, order, axis, phases),
+            )
+        )
+        report.figures.append(
+            (
+                "throughput",
+                "Requests per second, successful and failed, and errors per second by "
+                "kind; shaded bands are the load's phases.",
+                plots.throughput_and_errors(
+                    total, axis, phases, offered, offered_label
+                ),
+            )
+        )
+        if heat is not None:
+            report.figures.append(
+                (
+                    "heatmap",
+                    "How many requests fell in each service-time band in each window.",
+                    plots.latency_heatmap(heat, axis),
+                )
+            )
+        points = _load_points(total, offered)
+        if len(points) >= 2:
+            report.figures.append(
+                (
+                    "load",
+                    "One point per window: where goodput stops rising with the "
+                    "offered load and latency turns up, the service is at its limit.",
+                    plots.latency_against_load(
+                        points, offered_label, quantile_column="response_p95_ms"
+                    ),
+                )
+            )
+    if not target_res.empty or not harness_res.empty:
+        report.figures.append(
+            (
+                "resources",
+                "CPU and resident memory of the target's process tree, summed per "
+                "sample, and the CPU of the harness's own processes.",
+                plots.resources_over_time(target_res, harness_res, axis, phases),
+            )
+        )
+    summary["plots"] = [
+        {"file": f"{stem}.png", "caption": caption}
+        for stem, caption, _ in report.figures
+    ]
+    return report
+
+
+def table_has_rows(frame: pd.DataFrame) -> bool:
+    return not frame.empty and int(frame["requests"].sum()) > 0
+
+
+def _run_start_ns(manifest: Mapping[str, Any], first_start_ns: int | None) -> int:
+    started = manifest.get("started_at")
+    if isinstance(started, int | float):
+        return int(started * 1e9)
+    if first_start_ns is not None:
+        return int(first_start_ns)
+    return 0
+
+
+def _run_end_ns(
+    manifest: Mapping[str, Any], last_end_ns: int | None, start_ns: int
+) -> int:
+    ended = manifest.get("ended_at")
+    candidates = [start_ns]
+    if isinstance(ended, int | float):
+        candidates.append(int(ended * 1e9))
+    if last_end_ns is not None:
+        candidates.append(int(last_end_ns))
+    return max(candidates)
+
+
+def _labels(frame: pd.DataFrame) -> pd.Series:
+    return frame["method"].astype(str) + " " + frame["endpoint"].astype(str)
+
+
+def _stream_pass(
+    run: Run, every_s: int, run_start_ns: int
+) -> tuple[plots.Heatmap | None, pd.DataFrame]:
+    """The heatmap grid and the mean offered load per window, in one scan."""
+    columns = ["start_ns", "latency_ns", "offered"]
+    dataset = run.requests_dataset()
+    every_ns = every_s * 10**9
+    lo_hi = None
+    first = last = None
+    for batch in dataset.to_batches(columns=["start_ns", "latency_ns"]):
+        if batch.num_rows == 0:
+            continue
+        lat = pc.min_max(batch.column("latency_ns")).as_py()
+        st = pc.min_max(batch.column("start_ns")).as_py()
+        lo_hi = (
+            (lat["min"], lat["max"])
+            if lo_hi is None
+            else (min(lo_hi[0], lat["min"]), max(lo_hi[1], lat["max"]))
+        )
+        first = st["min"] if first is None else min(first, st["min"])
+        last = st["max"] if last is None else max(last, st["max"])
+    if lo_hi is None or first is None or last is None:
+        empty = pd.DataFrame({"window_start": [], "offered": []})
+        return None, empty
+    t0 = (first // every_ns) * every_ns
+    n_windows = int((last - t0) // every_ns) + 1
+    lo_ms = max(lo_hi[0] / 1e6, 1e-3)
+    hi_ms = max(lo_hi[1] / 1e6, lo_ms * 1.01)
+    edges_ms = np.geomspace(lo_ms, hi_ms * 1.0001, HEATMAP_LATENCY_BINS + 1)
+    counts = np.zeros((n_windows, HEATMAP_LATENCY_BINS), dtype=np.int64)
+    offered_sum = np.zeros(n_windows, dtype=np.float64)
+    offered_n = np.zeros(n_windows, dtype=np.int64)
+    for batch in dataset.to_batches(columns=columns):
+        if batch.num_rows == 0:
+            continue
+        start = batch.column("start_ns").to_numpy(zero_copy_only=False)
+        window = (start - t0) // every_ns
+        latency_ms = batch.column("latency_ns").to_numpy(zero_copy_only=False) / 1e6
+        bins = np.searchsorted(edges_ms, np.maximum(latency_ms, lo_ms), "right") - 1
+        bins = np.clip(bins, 0, HEATMAP_LATENCY_BINS - 1)
+        np.add.at(counts, (window, bins), 1)
+        offered = batch.column("offered").to_numpy(zero_copy_only=False)
+        offered_sum += np.bincount(window, weights=offered, minlength=n_windows)
+        offered_n += np.bincount(window, minlength=n_windows)
+    edges_ns = t0 + np.arange(n_windows + 1, dtype=np.int64) * every_ns
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_offered = np.where(offered_n > 0, offered_sum / offered_n, np.nan)
+    frame = pd.DataFrame(
+        {
+            "window_start": pd.to_datetime(edges_ns[:-1], unit="ns", utc=True),
+            "offered": mean_offered,
+        }
+    )
+    return plots.Heatmap(counts, edges_ns, edges_ms), frame
+
+
+def _phases(run: Run, start_ns: int, end_ns: int) -> list[plots.Phase]:
+    events = run.events()
+    if events.empty or "event" not in events:
+        return []
+    marks = events[events["event"] == "phase"].sort_values("time")
+    if marks.empty:
+        return []
+    starts = [(float(t) * 1e9 - start_ns) / 1e9 for t in marks["time"]]
+    names = [str(n) for n in marks["name"]]
+    end_s = (end_ns - start_ns) / 1e9
+    out = []
+    for i, (name, begin) in enumerate(zip(names, starts, strict=True)):
+        finish = starts[i + 1] if i + 1 < len(starts) else end_s
+        out.append(plots.Phase(name, round(begin, 3), round(max(begin, finish), 3)))
+    return out
+
+
+def _offered_label(manifest: Mapping[str, Any]) -> str:
+    model = manifest.get("profile", {}).get("load", {}).get("model")
+    if model == "closed":
+        return "offered load (virtual users)"
+    return "offered load (iterations/s)"
+
+
+def _thresholds(manifest: Mapping[str, Any]) -> bool:
+    return bool(manifest.get("profile", {}).get("thresholds"))
+
+
+def _resource_series(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    empty = pd.DataFrame({"time_ns": [], "cpu_percent": [], "rss_bytes": []})
+    if frame.empty or "source" not in frame:
+        return empty, empty
+    source = frame["source"].astype(str)
+
+    def summed(mask: pd.Series) -> pd.DataFrame:
+        picked = frame[mask]
+        if picked.empty:
+            return empty
+        columns = [c for c in ("cpu_percent", "rss_bytes") if c in picked]
+        out = picked.groupby("time_ns")[columns].sum(min_count=1).reset_index()
+        return out.sort_values("time_ns")
+
+    harness = source.str.startswith("harness-worker") | (source == "coordinator")
+    return summed(source == "target"), summed(harness)
+
+
+def _resource_summary(
+    target: pd.DataFrame, harness: pd.DataFrame, raw: pd.DataFrame
+) -> dict[str, Any] | None:
+    if raw.empty:
+        return None
+    out: dict[str, Any] = {
+        "samples": len(raw),
+        "sources": sorted(raw["source"].astype(str).unique().tolist())
+        if "source" in raw
+        else [],
+    }
+    if not target.empty:
+        rss = target["rss_bytes"].dropna()
+        cpu = target["cpu_percent"].dropna()
+        out["target"] = {
+            "samples": len(target),
+            "cpu_percent_mean": _num(cpu.mean()) if len(cpu) else None,
+            "cpu_percent_max": _num(cpu.max()) if len(cpu) else None,
+            "rss_bytes_first": _num(rss.iloc[0]) if len(rss) else None,
+            "rss_bytes_last": _num(rss.iloc[-1]) if len(rss) else None,
+            "rss_bytes_max": _num(rss.max()) if len(rss) else None,
+        }
+    if not harness.empty:
+        cpu = harness["cpu_percent"].dropna()
+        out["harness"] = {
+            "cpu_percent_mean": _num(cpu.mean()) if len(cpu) else None,
+            "cpu_percent_max": _num(cpu.max()) if len(cpu) else None,
+        }
+    return out
+
+
+def _load_points(total: pd.DataFrame, offered: pd.DataFrame) -> pd.DataFrame:
+    if total.empty or offered.empty:
+        return pd.DataFrame()
+    frame = total[~total["partial"]] if "partial" in total else total
+    merged = frame.merge(offered, on="window_start", how="inner")
+    merged = merged[merged["requests"] > 0]
+    return merged.dropna(subset=["offered"])
+
+
+# -- JSON ------------------------------------------------------------------------
+
+
+def _num(value: Any) -> float | int | None:
+    """A JSON-safe number: NaN and infinities become None."""
+    if value is None:
+        return None
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    number = float(value)
+    if math.isnan(number) or math.isinf(number):
+        return None
+    return number
+
+
+def _iso(epoch_s: float | None) -> str | None:
+    if epoch_s is None:
+        return None
+    moment = dt.datetime.fromtimestamp(epoch_s, dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_ENDPOINT_FIELDS = {
+    "requests": "requests",
+    "ok": "ok",
+    "errors": "errors",
+    "error_rate": "error_rate",
+    "throughput_rps": "rps",
+    "goodput_rps": "goodput_rps",
+    "service_p50_ms": "p50_ms",
+    "service_p90_ms": "p90_ms",
+    "service_p95_ms": "p95_ms",
+    "service_p99_ms": "p99_ms",
+    "service_max_ms": "max_ms",
+    "response_p50_ms": "response_p50_ms",
+    "response_p95_ms": "response_p95_ms",
+    "response_p99_ms": "response_p99_ms",
+    "response_max_ms": "response_max_ms",
+    "lag_mean_ms": "lag_mean_ms",
+    "bytes_in": "bytes_in",
+    "bytes_out": "bytes_out",
+    "quantile_rel_error": "quantile_rel_error",
+}
+
+
+def _endpoint_rows(whole: pd.DataFrame) -> list[dict[str, Any]]:
+    rows = []
+    ordered = whole.copy()
+    ordered["_total"] = ordered["method"].isna()
+    ordered = ordered.sort_values(["_total", "requests"], ascending=[True, False])
+    for _, row in ordered.iterrows():
+        out: dict[str, Any] = {
+            "method": "ALL" if row["_total"] else str(row["method"]),
+            "endpoint": "" if row["_total"] else str(row["endpoint"]),
+        }
+        for column, name in _ENDPOINT_FIELDS.items():
+            if column in row:
+                out[name] = _num(row[column])
+        out["low_samples"] = sorted(
+            name
+            for column, name in _ENDPOINT_FIELDS.items()
+            if bool(row.get(f"{column}_low_n", False))
+        )
+        out["errors_by_kind"] = {
+            c.removeprefix("errors_"): int(row[c])
+            for c in whole.columns
+            if c.startswith("errors_") and int(row[c]) > 0
+        }
+        rows.append(out)
+    return rows
+
+
+def _errors(whole: pd.DataFrame) -> list[dict[str, Any]]:
+    totals = whole[whole["method"].isna()]
+    if totals.empty:
+        return []
+    row = totals.iloc[0]
+    kinds = [c for c in whole.columns if c.startswith("errors_")]
+    found = [
+        {"kind": c.removeprefix("errors_"), "count": int(row[c])}
+        for c in kinds
+        if int(row[c]) > 0
+    ]
+    return sorted(found, key=lambda e: -e["count"])
+
+
+def _window_rows(
+    frame: pd.DataFrame, offered: pd.DataFrame | None, start_ns: int
+) -> list[dict[str, Any]]:
+    if frame.empty:
+        return []
+    frame = frame.copy()
+    if offered is not None and not offered.empty:
+        frame = frame.merge(offered, on="window_start", how="left")
+    starts = frame["window_start"].dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    elapsed = (starts.astype("int64").to_numpy() - start_ns) / 1e9
+    fields = [
+        "requests",
+        "ok",
+        "errors",
+        "throughput_rps",
+        "goodput_rps",
+        "service_p50_ms",
+        "service_p95_ms",
+        "service_p99_ms",
+        "response_p99_ms",
+        "lag_mean_ms",
+        "offered",
+        "partial",
+    ]
+    present = [f for f in fields if f in frame]
+    records = []
+    for t, values in zip(
+        elapsed, frame[present].itertuples(index=False, name=None), strict=True
+    ):
+        record: dict[str, Any] = {"t_s": round(float(t), 3)}
+        record.update({name: _num(v) for name, v in zip(present, values, strict=True)})
+        records.append(record)
+    return records
+
+
+def _run_block(run: Run, start_ns: int, end_ns: int) -> dict[str, Any]:
+    m = run.manifest
+    profile = m.get("profile", {})
+    block: dict[str, Any] = {
+        "run_id": run.run_id,
+        "path": str(run.path),
+        "status": m.get("status"),
+        "profile": profile.get("name"),
+        "profile_file": profile.get("source_file"),
+        "target": profile.get("target"),
+        "model": profile.get("load", {}).get("model"),
+        "started_at": _iso(start_ns / 1e9) if start_ns else None,
+        "ended_at": _iso(m["ended_at"]) if m.get("ended_at") else None,
+        "duration_s": round((end_ns - start_ns) / 1e9, 3),
+        "workers": m.get("workers"),
+        "time_scale": m.get("time_scale"),
+        "seed": m.get("seed"),
+        "counts": m.get("counts", {}),
+        "versions": m.get("versions", {}),
+    }
+    if m.get("abort_reason"):
+        block["abort_reason"] = m["abort_reason"]
+    return block
+
+
+def _threshold_json(v: Verdict) -> dict[str, Any]:
+    return {
+        "metric": v.threshold.key,
+        "expression": v.threshold.expression,
+        "status": v.status,
+        "observed": _num(v.observed),
+        "samples": v.samples,
+        "note": v.note,
+    }
+
+
+def _slo_json(v: SloVerdict) -> dict[str, Any]:
+    return {
+        "slo": v.slo,
+        "target": v.target,
+        "status": v.status,
+        "observed": _num(v.observed),
+        "samples": v.samples,
+        "note": v.note,
+    }
+
+
+def _verdict(thresholds: Sequence[Verdict], slos: Sequence[SloVerdict]) -> str:
+    judged = [v.passed for v in thresholds] + [v.passed for v in slos]
+    if any(p is False for p in judged):
+        return "failed"
+    if any(p is True for p in judged):
+        return "passed"
+    return "none declared" if not judged else "not judged"
+
+
+def _notable_events(run: Run) -> list[dict[str, Any]]:
+    frame = run.events()
+    if frame.empty or "event" not in frame:
+        return []
+    out = []
+    for record in frame.to_dict("records"):
+        kind = record.get("event")
+        if kind not in _NOTABLE_EVENTS:
+            continue
+        if kind == "worker_exit" and record.get("exit_code") in (0, None):
+            continue
+        clean: dict[str, Any] = {
+            str(k): _num(v) if isinstance(v, float | int | np.number) else v
+            for k, v in record.items()
+            if not (isinstance(v, float) and math.isnan(v))
+        }
+        clean["time"] = _iso(record["time"])
+        out.append(clean)
+    return out
+
+
+# -- writing ---------------------------------------------------------------------
+
+
+def write_report(
+    source: Run | str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    every: str | None = None,
+) -> ReportFiles:
+    """Build the report of a run and write it to ``out_dir`` (default
+    ``<run>/report/``). Returns the paths written."""
+    report = build_report(source, every=every)
+    folder = Path(out_dir) if out_dir is not None else report.run.path / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    images: list[tuple[str, str]] = []
+    for stem, caption, figure in report.figures:
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=plots.DPI)
+        data = buffer.getvalue()
+        (folder / f"{stem}.png").write_bytes(data)
+        images.append((caption, base64.b64encode(data).decode("ascii")))
+    summary_path = folder / "summary.json"
+    _write_text(summary_path, json.dumps(report.summary, indent=1, allow_nan=False))
+    html_path = folder / "index.html"
+    _write_text(html_path, render_html(report.summary, images))
+    junit_path = folder / "junit.xml"
+    _write_text(junit_path, render_junit(report.summary))
+    return ReportFiles(folder, html_path, summary_path, junit_path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write through a temporary name, so a reader never sees half a file."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
+
+
+# -- JUnit -------------------------------------------------------------------------
+
+
+def render_junit(summary: Mapping[str, Any]) -> str:
+    """One test case per threshold and SLO entry, and one for the run's status.
+
+    A failed threshold is a ``<failure>`` whose message names the expression and
+    the observed value; an entry with nothing to judge is ``<skipped>``.
+    """
+    run = summary["run"]
+    suite = ET.Element("testsuite", name=f"harness run {run['run_id']}")
+    cases = 0
+    failures = 0
+    skipped = 0
+
+    def case(classname: str, name: str) -> ET.Element:
+        nonlocal cases
+        cases += 1
+        return ET.SubElement(suite, "testcase", classname=classname, name=name)
+
+    status = str(run.get("status"))
+    element = case("run", "run status")
+    if status in ("failed", "degraded", "aborted"):
+        failures += 1
+        why = run.get("abort_reason") or f"the run ended {status}"
+        ET.SubElement(element, "failure", message=f"status {status}: {why}")
+    for t in summary["thresholds"]:
+        element = case("thresholds", f"{t['metric']}: {t['expression']}")
+        observed = _observed_text(t["observed"])
+        if t["status"] == "failed":
+            failures += 1
+            ET.SubElement(
+                element,
+                "failure",
+                message=f"{t['metric']}: {t['expression']} failed: observed "
+                f"{observed} over {t['samples']} samples",
+            ).text = t["note"] or None
+        elif t["status"] != "passed":
+            skipped += 1
+            ET.SubElement(element, "skipped", message=t["note"] or t["status"])
+        else:
+            ET.SubElement(element, "system-out").text = f"observed {observed}"
+    for s in summary["slos"]:
+        element = case("slos", f"{s['slo']}: {s['target']}")
+        if s["status"] == "failed":
+            failures += 1
+            ET.SubElement(
+                element,
+                "failure",
+                message=f"{s['slo']} failed: observed "
+                f"{_observed_text(s['observed'])}; required {s['target']}",
+            ).text = s["note"] or None
+        elif s["status"] != "passed":
+            skipped += 1
+            ET.SubElement(
+                element, "skipped", message=f"{s['status']}: {s['note']}".strip(": ")
+            )
+    suite.set("tests", str(cases))
+    suite.set("failures", str(failures))
+    suite.set("errors", "0")
+    suite.set("skipped", str(skipped))
+    suite.set("time", str(run.get("duration_s") or 0))
+    root = ET.Element(
+        "testsuites", tests=str(cases), failures=str(failures), errors="0"
+    )
+    root.append(suite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(
+        root, encoding="unicode"
+    )
+
+
+def _observed_text(value: float | None) -> str:
+    if value is None:
+        return "no data"
+    return f"{value:.6g}"
+
+
+# -- HTML --------------------------------------------------------------------------
+
+_CSS = """
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+       color: #1d2430; margin: 0; background: #f6f7f9; }
+main { max-width: 1140px; margin: 0 auto; padding: 24px 20px 48px; }
+h1 { font-size: 24px; margin: 0 0 4px; }
+h2 { font-size: 18px; margin: 32px 0 8px; border-bottom: 1px solid #d9dde3;
+     padding-bottom: 4px; }
+.sub { color: #556070; margin: 0 0 16px; }
+.badge { display: inline-block; padding: 2px 10px; border-radius: 12px;
+         font-weight: 600; font-size: 13px; vertical-align: middle; }
+.passed { background: #d9f2dd; color: #155d22; }
+.failed { background: #fadcd9; color: #8a1c12; }
+.neutral { background: #e6e9ee; color: #3b4452; }
+dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px;
+           margin: 0; }
+dl.facts dt { color: #556070; } dl.facts dd { margin: 0; }
+table { border-collapse: collapse; width: 100%; background: #fff; font-size: 14px; }
+th, td { padding: 5px 8px; border-bottom: 1px solid #e4e7ec; text-align: right;
+         white-space: nowrap; }
+th { background: #eef0f4; position: sticky; top: 0; }
+td.name, th.name { text-align: left; white-space: normal; }
+tr.total td { font-weight: 600; border-top: 2px solid #c9ced6; }
+td.weak { color: #8a6d00; }
+figure { margin: 16px 0 28px; background: #fff; padding: 8px;
+         border: 1px solid #e4e7ec; }
+figure img { width: 100%; height: auto; display: block; }
+figcaption { color: #556070; font-size: 13px; margin-top: 6px; }
+.note { color: #556070; font-size: 13px; }
+"""
+
+
+def render_html(summary: Mapping[str, Any], images: Sequence[tuple[str, str]]) -> str:
+    """The report page: one file, plots inline, no script, every text escaped."""
+    run = summary["run"]
+    e = html.escape
+    verdict = summary["verdict"]
+    badge = {"passed": "passed", "failed": "failed"}.get(verdict, "neutral")
+    title = f"Run {run['run_id']}: {run.get('profile') or ''}"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{e(title)}</title><style>{_CSS}</style></head><body><main>",
+        f"<h1>{e(title)} <span class='badge {badge}'>{e(verdict)}</span></h1>",
+        f"<p class='sub'>{e(str(run.get('target') or ''))} &middot; status "
+        f"<strong>{e(str(run.get('status')))}</strong> &middot; "
+        f"{e(_duration_text(run.get('duration_s')))}</p>",
+        _facts(run),
+        _verdict_section(summary),
+        _endpoint_section(summary),
+        _errors_section(summary),
+    ]
+    if images:
+        parts.append("<h2>Plots</h2>")
+        for caption, data in images:
+            parts.append(
+                f"<figure><img alt='{e(caption, quote=True)}' "
+                f"src='data:image/png;base64,{data}'>"
+                f"<figcaption>{e(caption)}</figcaption></figure>"
+            )
+    parts.append(_phase_section(summary))
+    parts.append(_event_section(summary))
+    parts.append(
+        f"<p class='note'>Generated {e(str(summary['generated_at']))} by "
+        f"{e(str(summary['generated_by']))}; every figure here is also in "
+        "summary.json beside this page.</p>"
+    )
+    parts.append("</main></body></html>")
+    return "\n".join(p for p in parts if p)
+
+
+def _duration_text(seconds: object) -> str:
+    if not isinstance(seconds, int | float):
+        return ""
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def _facts(run: Mapping[str, Any]) -> str:
+    e = html.escape
+    counts = run.get("counts") or {}
+    rows = [
+        ("started", run.get("started_at")),
+        ("ended", run.get("ended_at") or "still running or not recorded"),
+        ("profile file", run.get("profile_file")),
+        ("load model", run.get("model")),
+        ("workers", run.get("workers")),
+        ("time scale", run.get("time_scale")),
+        ("iterations", counts.get("iterations")),
+        ("arrivals dropped", counts.get("dropped")),
+        ("requests cut short", counts.get("cancelled")),
+        ("abort reason", run.get("abort_reason")),
+        ("run folder", run.get("path")),
+    ]
+    items = "".join(
+        f"<dt>{e(name)}</dt><dd>{e(str(value))}</dd>"
+        for name, value in rows
+        if value not in (None, "", 0) or name == "arrivals dropped"
+    )
+    return f"<dl class='facts'>{items}</dl>"
+
+
+def _status_badge(status: str) -> str:
+    kind = {"passed": "passed", "failed": "failed"}.get(status, "neutral")
+    return f"<span class='badge {kind}'>{html.escape(status)}</span>"
+
+
+def _verdict_section(summary: Mapping[str, Any]) -> str:
+    e = html.escape
+    thresholds = summary["thresholds"]
+    slos = summary["slos"]
+    if not thresholds and not slos:
+        return (
+            "<h2>Thresholds</h2><p class='note'>The profile declares no thresholds "
+            "and no SLOs.</p>"
+        )
+    rows = []
+    for t in thresholds:
+        rows.append(
+            f"<tr><td class='name'>{e(t['metric'])}</td>"
+            f"<td class='name'>{e(t['expression'])}</td>"
+            f"<td>{e(_observed_text(t['observed']))}</td><td>{t['samples']}</td>"
+            f"<td>{_status_badge(t['status'])}</td>"
+            f"<td class='name'>{e(t['note'])}</td></tr>"
+        )
+    for s in slos:
+        rows.append(
+            f"<tr><td class='name'>{e(s['slo'])}</td>"
+            f"<td class='name'>{e(s['target'])}</td>"
+            f"<td>{e(_observed_text(s['observed']))}</td><td>{s['samples']}</td>"
+            f"<td>{_status_badge(s['status'])}</td>"
+            f"<td class='name'>{e(s['note'])}</td></tr>"
+        )
+    return (
+        "<h2>Thresholds and SLOs</h2><table><thead><tr>"
+        "<th class='name'>metric</th><th class='name'>requirement</th>"
+        "<th>observed</th><th>samples</th><th>verdict</th><th class='name'>note</th>"
+        "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+        "<p class='note'>Latency figures are in milliseconds, rates are fractions "
+        "(0.01 is 1 %), throughput in requests per second.</p>"
+    )
+
+
+def _cell(value: object, digits: int = 2, weak: bool = False) -> str:
+    css = " class='weak'" if weak else ""
+    if value is None:
+        return f"<td{css}>&ndash;</td>"
+    if isinstance(value, float):
+        return f"<td{css}>{value:,.{digits}f}</td>"
+    text = f"{value:,}" if isinstance(value, int) else str(value)
+    return f"<td{css}>{html.escape(text)}</td>"
+
+
+def _endpoint_section(summary: Mapping[str, Any]) -> str:
+    e = html.escape
+    rows = list(summary["endpoints"])
+    if summary.get("totals"):
+        rows.append(summary["totals"])
+    if not rows:
+        return "<h2>Endpoints</h2><p class='note'>No request was recorded.</p>"
+    body = []
+    weak_any = False
+    for r in rows:
+        weak = set(r.get("low_samples", ()))
+        weak_any = weak_any or bool(weak)
+        total = r["method"] == "ALL"
+        name = "all endpoints" if total else f"{r['method']} {r['endpoint']}"
+        error_rate = r.get("error_rate")
+        body.append(
+            f"<tr{' class=total' if total else ''}><td class='name'>{e(name)}</td>"
+            + _cell(r.get("requests"))
+            + _cell(r.get("errors"))
+            + _cell(None if error_rate is None else 100 * error_rate, 2)
+            + _cell(r.get("rps"), 1)
+            + "".join(
+                _cell(r.get(k), 2, k in weak)
+                for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms", "response_p99_ms")
+            )
+            + "</tr>"
+        )
+    note = (
+        "<p class='note'>Service time is measured from the moment a request was "
+        "sent; the last column measures from the moment it was due, so it also "
+        "counts any wait for the load generator."
+    )
+    if weak_any:
+        note += (
+            " Figures in amber rest on fewer samples than that quantile needs "
+            "(10 / (1 &minus; q)) and should not be trusted."
+        )
+    rel = (summary.get("totals") or {}).get("quantile_rel_error") or 0
+    if rel:
+        note += f" Quantiles are from histograms, within {100 * rel:.2f} %."
+    note += "</p>"
+    return (
+        "<h2>Endpoints</h2><table><thead><tr><th class='name'>endpoint</th>"
+        "<th>requests</th><th>errors</th><th>error %</th><th>req/s</th>"
+        "<th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>max ms</th>"
+        "<th>p99 from due ms</th></tr></thead><tbody>"
+        + "".join(body)
+        + "</tbody></table>"
+        + note
+    )
+
+
+def _errors_section(summary: Mapping[str, Any]) -> str:
+    errors = summary["errors"]
+    if not errors:
+        return ""
+    e = html.escape
+    rows = "".join(
+        f"<tr><td class='name'>{e(x['kind'])}</td><td>{x['count']:,}</td></tr>"
+        for x in errors
+    )
+    return (
+        "<h2>Errors by kind</h2><table style='width:auto'><thead><tr>"
+        "<th class='name'>kind</th><th>requests</th></tr></thead><tbody>"
+        + rows
+        + "</tbody></table>"
+    )
+
+
+def _phase_section(summary: Mapping[str, Any]) -> str:
+    phases = summary["phases"]
+    if not phases:
+        return ""
+    e = html.escape
+    rows = "".join(
+        f"<tr><td class='name'>{e(p['name'])}</td><td>{p['start_s']:.1f}</td>"
+        f"<td>{p['end_s']:.1f}</td></tr>"
+        for p in phases
+    )
+    return (
+        "<h2>Phases</h2><table style='width:auto'><thead><tr>"
+        "<th class='name'>phase</th><th>from s</th><th>to s</th></tr></thead>"
+        "<tbody>" + rows + "</tbody></table>"
+    )
+
+
+def _event_section(summary: Mapping[str, Any]) -> str:
+    events = summary["events"]
+    if not events:
+        return ""
+    e = html.escape
+    rows = []
+    for event in events:
+        details = ", ".join(
+            f"{k}={v}" for k, v in event.items() if k not in ("time", "event")
+        )
+        rows.append(
+            f"<tr><td class='name'>{e(str(event['time']))}</td>"
+            f"<td class='name'>{e(str(event['event']))}</td>"
+            f"<td class='name'>{e(details)}</td></tr>"
+        )
+    return (
+        "<h2>Notable events</h2><table><thead><tr><th class='name'>time (UTC)</th>"
+        "<th class='name'>event</th><th class='name'>details</th></tr></thead>"
+        "<tbody>" + "".join(rows) + "</tbody></table>"
+    )
+
+
+def iter_failures(summary: Mapping[str, Any]) -> Iterable[str]:
+    """The failed thresholds and SLO entries, one line each."""
+    for t in summary["thresholds"]:
+        if t["status"] == "failed":
+            yield f"{t['metric']}: {t['expression']}"
+    for s in summary["slos"]:
+        if s["status"] == "failed":
+            yield s["slo"]
