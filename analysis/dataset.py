@@ -367,7 +367,11 @@ class Run:
             return pd.DataFrame(
                 {name: pd.Series(dtype=kind) for name, kind in RESOURCE_COLUMNS.items()}
             )
-        return ds.dataset(parts, format="parquet").to_table().to_pandas()
+        # Parts may differ in columns (a Prometheus metric that appeared later):
+        # read them under the union of their schemas so none is dropped.
+        schema = pa.unify_schemas([pq.read_schema(p) for p in parts])
+        table = ds.dataset(parts, schema=schema, format="parquet").to_table()
+        return table.to_pandas()
 
 
 def open_run(path: str | Path) -> Run:

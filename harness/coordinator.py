@@ -44,10 +44,11 @@ from .errors import (
     EXIT_THRESHOLDS_FAILED,
     RunError,
 )
-from .live import LiveView
+from .live import LiveView, format_target
 from .livestats import WindowStats
 from .manifest import EventLog, describe_profile, host_info, versions, write_json_atomic
 from .messages import Done, Event, Failed, Ready, Snapshot, Start, Stop, WorkerConfig
+from .monitor.monitor import Monitor
 from .profile.model import OpenModel, Profile
 from .record import DEFAULT_FLUSH_S, DEFAULT_ROTATE_S, SCHEMA_VERSION
 from .worker import worker_entry
@@ -59,6 +60,8 @@ START_LEAD_S = 0.25
 POLL_S = 0.1
 OVERRUN_GRACE_S = 30.0
 """Beyond duration + graceful stop, how long workers get before an immediate stop."""
+MANIFEST_PROGRESS_S = 2.0
+"""How often a running run's manifest is rewritten with its live request count."""
 KILL_AFTER_S = 10.0
 """After an immediate stop, how long workers get before they are killed."""
 
@@ -126,24 +129,30 @@ class Coordinator:
             offered_unit="/s" if isinstance(profile.load, OpenModel) else " VUs",
         )
         self.totals = WindowStats()
+        self.monitor: Monitor | None = None
 
     # -- public -------------------------------------------------------------------
 
     def run(self) -> RunOutcome:
+        self._open_monitor()  # a monitor that cannot start fails before anything
         try:
             self.run_dir.mkdir(parents=True, exist_ok=False)
         except FileExistsError:
+            self._stop_monitor()
             raise RunError(
                 f"run folder {self.run_dir} already exists; choose another --run-id "
                 "or remove it"
             ) from None
         except OSError as exc:
+            self._stop_monitor()
             raise RunError(f"cannot create run folder {self.run_dir}: {exc}") from None
         self.events = EventLog(self.run_dir / "events.jsonl")
         self._write_manifest()
         previous = self._install_signal_handlers()
         try:
+            self._start_monitor()
             self._spawn()
+            self._watch_workers()
             self._wait_ready()
             self._start()
             self._supervise()
@@ -155,6 +164,7 @@ class Coordinator:
             raise
         finally:
             self._reap()
+            self._stop_monitor()
             self._restore_signal_handlers(previous)
             self.view.close()
             self._finish()
@@ -236,11 +246,17 @@ class Coordinator:
         handled_signals = 0
         boundaries = self._phase_boundaries()
         abort_rules = tuple(r for r in self.profile.threshold_rules if r.abort_on_fail)
+        next_progress_at = MANIFEST_PROGRESS_S
         while not all(self._finished(s) for s in self.shards):
             self._drain(timeout_s=POLL_S)
             self._check_processes()
+            self._monitor_events()
             self._show_windows()
             elapsed = time.monotonic() - self._started_mono
+            if elapsed >= next_progress_at:
+                # So that another process (`harness runs show`) can follow the run.
+                self._write_manifest()
+                next_progress_at = elapsed + MANIFEST_PROGRESS_S
             if abort_rules and not self.stop_reason:
                 failure = first_failure(abort_rules, self.totals, elapsed)
                 if failure is not None:
@@ -371,6 +387,7 @@ class Coordinator:
                 phase=pacing.phase_name_at(self.profile.load, t_s),
                 offered=pacing.offered_at(self.profile.load, t_s),
                 active_vus=vus,
+                target=self._target_text(),
             )
 
     # -- processes ------------------------------------------------------------------
@@ -433,6 +450,77 @@ class Coordinator:
                     "worker_exit", worker=s.index, pid=s.pid, exit_code=s.exit_code
                 )
         self._drain(timeout_s=0)
+
+    # -- resource monitor -----------------------------------------------------------
+
+    def _open_monitor(self) -> None:
+        """Find the target and connect the remote samplers (MonitorError if not)."""
+        settings = self.profile.monitor
+        if not settings.enabled:
+            return
+        monitor = Monitor(settings, self.profile.target, rotate_s=self.options.part_s)
+        monitor.open()
+        self.monitor = monitor
+        self._monitor_notes()
+
+    def _start_monitor(self) -> None:
+        """Start a target given as a command, then sampling (before the workers)."""
+        if self.monitor is None:
+            return
+        metadata = {
+            "harness.run_id": self.options.run_id,
+            "harness.profile_sha256": self.profile.source_sha256,
+            "harness.version": versions()["harness"],
+        }
+        self.monitor.start(self.run_dir, metadata)
+        self._monitor_notes()
+        self.events.write("monitor_start", **self.monitor.describe())
+
+    def _watch_workers(self) -> None:
+        if self.monitor is not None:
+            self.monitor.watch_workers({s.index: s.pid for s in self.shards})
+
+    def _monitor_notes(self) -> None:
+        assert self.monitor is not None
+        notes, self.monitor.notes = self.monitor.notes, []
+        for note in notes:
+            self.view.message(note)
+
+    def _monitor_events(self) -> None:
+        if self.monitor is None:
+            return
+        for kind, wall_ns, data in self.monitor.events():
+            self.events.write(kind, wall_ns, **data)
+            if kind == "target_exit":
+                code = data.get("exit_code")
+                self.view.message(
+                    f"target pid {data.get('pid')} exited"
+                    + (f" with code {code}" if code is not None else "")
+                    + "; the run goes on"
+                )
+            elif kind == "target_restart":
+                self.view.message(
+                    f"target is back: pid {data.get('new_pid')} "
+                    f"(was {data.get('old_pid')})"
+                )
+            elif kind == "monitor_failed":
+                self.view.message(f"resource monitor stopped: {data.get('error')}")
+
+    def _stop_monitor(self) -> None:
+        """Last samples and the last part, before the final manifest."""
+        if self.monitor is None:
+            return
+        self.monitor.stop()
+        if getattr(self, "events", None) is not None:
+            self._monitor_events()
+
+    def _target_text(self) -> str:
+        if self.monitor is None:
+            return ""
+        figures = self.monitor.target_figures()
+        if figures is None:
+            return ""
+        return format_target(figures.cpu_percent, figures.rss_bytes)
 
     # -- signals --------------------------------------------------------------------
 
@@ -515,6 +603,14 @@ class Coordinator:
             "versions": versions(),
             "host": host_info(),
         }
+        if self.monitor is not None:
+            document["monitor"] = self.monitor.describe()
+        if not final:
+            document["progress"] = {
+                "requests_live": self.totals.requests,
+                "errors_live": dict(sorted(self.totals.errors.items())),
+                "updated_at": time.time(),
+            }
         if final:
             document["counts"] = self._counts()
             if self.stop_reason:

@@ -18,6 +18,14 @@ def _fmt_ms(ns: int | None) -> str:
     return "-" if ns is None else f"{ns / 1e6:.1f}ms"
 
 
+def format_target(cpu_percent: float | None, rss_bytes: int) -> str:
+    """The monitored target's figures beside the request figures: CPU percent of
+    one core (a process tree may pass 100) and resident memory in MiB, summed over
+    the tree at the monitor's latest sample."""
+    cpu = "-" if cpu_percent is None else f"{cpu_percent:.0f}%"
+    return f"target cpu {cpu} rss {rss_bytes / 2**20:.1f}MiB"
+
+
 class LiveView:
     def __init__(
         self,

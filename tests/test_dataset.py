@@ -240,6 +240,20 @@ def test_resources_read_finished_monitor_parts(run: Run) -> None:
     assert list(resources["source"]) == ["target", "host"]
 
 
+def test_resources_keep_a_column_that_only_later_parts_have(run: Run) -> None:
+    folder = run.path / "resources"
+    folder.mkdir()
+    first = pa.table({"time_ns": [T0_NS], "source": ["prometheus"]})
+    later = pa.table(
+        {"time_ns": [T0_NS + 10**9], "source": ["prometheus"], "prom_queue": [3.0]}
+    )
+    pq.write_table(first, folder / "part-000001.parquet")
+    pq.write_table(later, folder / "part-000002.parquet")
+    resources = run.resources().sort_values("time_ns")
+    assert resources["prom_queue"].isna().tolist() == [True, False]
+    assert resources["prom_queue"].iloc[1] == 3.0
+
+
 def test_open_runs_tags_each_row_with_its_run(tmp_path: Path) -> None:
     first = write_run(tmp_path / "a", [make_records(300, seed=3)], run_id="a")
     second = write_run(tmp_path / "b", [make_records(200, seed=4)], run_id="b")

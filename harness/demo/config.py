@@ -19,9 +19,9 @@ class DemoConfig:
     """How the demo target runs. Every fault is off unless set.
 
     Faults apply to requests routed to an ``/api/...`` endpoint (with an allowed
-    method), never to ``/healthz`` or ``/_demo/...``, so a probe can always tell a
-    slow service from a dead one. The stall is the exception: it freezes the whole
-    process, as a stop-the-world pause would.
+    method), never to ``/healthz``, ``/metrics`` or ``/_demo/...``, so a probe can
+    always tell a slow service from a dead one. The stall is the exception: it
+    freezes the whole process, as a stop-the-world pause would.
     """
 
     host: str = DEFAULT_HOST

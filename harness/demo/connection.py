@@ -36,6 +36,8 @@ MAX_BODY_BYTES = 1024 * 1024
 LINGER_S = 2.0
 LINGER_BYTES = 8 * 1024 * 1024
 """After a refusal, how long and how much the peer may still send before the close."""
+JSON_CONTENT_TYPE = b"Content-Type: application/json\r\n"
+"""The header line of every answer but the metrics page."""
 
 
 @dataclass(slots=True)
@@ -53,8 +55,10 @@ class HttpResponse:
     body: bytes
     endpoint: str | None
     """Key under which the response is counted; None for responses not counted."""
-    extra_headers: bytes = b""
-    """Complete header lines (each ending in CRLF) to add."""
+    headers: bytes = JSON_CONTENT_TYPE
+    """Complete header lines (each ending in CRLF) besides Server, Date,
+    Content-Length and Connection. The default names the JSON content type; a
+    response of another type, or one that adds a header, replaces or extends it."""
 
 
 Responder = Callable[[HttpRequest], Awaitable[HttpResponse]]
@@ -91,9 +95,11 @@ def encode_response(response: HttpResponse, keep_alive: bool) -> bytes:
         _REASONS.get(status, b"Unknown"),
         _date.line(),
     )
-    head += b"Content-Type: application/json\r\nContent-Length: %d\r\n%s%s\r\n" % (
+    # The content type travels in ``headers`` rather than in this literal: the
+    # same three substitutions as a fixed type, so JSON answers cost no more.
+    head += b"Content-Length: %d\r\n%s%s\r\n" % (
         len(response.body),
-        response.extra_headers,
+        response.headers,
         b"" if keep_alive else b"Connection: close\r\n",
     )
     return head + response.body

@@ -6,9 +6,10 @@ single ``listening on http://HOST:PORT`` line, so a parent that reads it knows b
 port and that stopping the server by signal is now clean. Each accepted connection is
 a :class:`~harness.demo.connection.Connection` task; requests go through
 :meth:`DemoServer.respond` (routing, faults, the API) and every response written is
-counted, except those to ``/_demo/...``. On a signal the server stops accepting,
-closes idle connections, gives busy ones up to :data:`DRAIN_S` to finish, then exits
-with status 0.
+counted, except those to ``/_demo/...`` and ``/metrics`` (the Prometheus page of
+:mod:`harness.demo.metrics`). On a signal the server stops accepting, closes idle
+connections, gives busy ones up to :data:`DRAIN_S` to finish, then exits with status
+0.
 
 Run it with ``python -m harness.demo``; :data:`command` is the click command.
 """
@@ -34,6 +35,7 @@ from .api import ROUTES, ApiRequest, DemoApi
 from .config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, DemoConfig
 from .connection import Connection, HttpRequest, HttpResponse
 from .faults import Faults
+from .metrics import CONTENT_TYPE_HEADER, METRICS_PATH, DemoMetrics
 
 log = logging.getLogger("harness.demo")
 
@@ -76,6 +78,7 @@ class DemoServer:
         self.by_status: dict[int, int] = {}
         self.connections: set[Connection] = set()
         self.connections_total = 0
+        self.metrics = DemoMetrics(self)
 
     async def respond(self, request: HttpRequest) -> HttpResponse:
         target = request.target
@@ -84,6 +87,9 @@ class DemoServer:
         method = request.method.decode("latin-1")
         methods = ROUTES.get(path)
         if methods is None:
+            # Unrouted paths only: the API's own requests never test for these.
+            if path == METRICS_PATH:
+                return self._metrics(method)
             if path.startswith("/_demo/"):
                 if path != STATS_PATH:
                     return _fail(
@@ -97,7 +103,7 @@ class DemoServer:
         if route is None:
             allowed = ", ".join(sorted(methods))
             response = _fail(405, f"{path} takes {allowed}", "unmatched")
-            response.extra_headers = b"Allow: %s\r\n" % allowed.encode()
+            response.headers += b"Allow: %s\r\n" % allowed.encode()
             return response
         if (
             self.faults.any_per_request
@@ -109,6 +115,15 @@ class DemoServer:
             route, ApiRequest(method, path, request.authorization, request.body)
         )
         return HttpResponse(status, _json(payload), route.endpoint)
+
+    def _metrics(self, method: str) -> HttpResponse:
+        """The Prometheus page: not counted, and never delayed or failed by a
+        fault knob (only a stall, which freezes everything, reaches it)."""
+        if method != "GET":
+            response = _fail(405, f"{METRICS_PATH} takes GET", None)
+            response.headers += b"Allow: GET\r\n"
+            return response
+        return HttpResponse(200, self.metrics.render(), None, CONTENT_TYPE_HEADER)
 
     def count(self, response: HttpResponse) -> None:
         """Called by a connection once a response was handed to the kernel."""
@@ -357,7 +372,8 @@ def command(
 ) -> None:
     """Run the bundled demo target: a trading-platform style JSON API with fault
     knobs, for trying the harness out. Prints `listening on URL` once ready;
-    SIGTERM or Ctrl-C stops it. Request counts are at GET /_demo/stats."""
+    SIGTERM or Ctrl-C stops it. Request counts are at GET /_demo/stats, and
+    process and request figures for Prometheus at GET /metrics."""
     try:
         config = DemoConfig(
             host=host,

@@ -1,0 +1,115 @@
+"""What every sampler of the resource monitor shares: the protocol, the columns, the
+error.
+
+A sampler measures one thing (the target's process tree, the host, a Prometheus
+endpoint, a database) and returns rows: plain dicts with a ``source`` and any of the
+columns of :data:`COLUMNS`. The monitor's loop adds ``time_ns`` (one instant per
+sampler per tick, so the rows of one process tree share it and can be summed) and
+hands the rows to :class:`~harness.monitor.writer.ResourceWriter`.
+
+A column a sampler does not measure is simply left out of its rows and reads back as
+null. Columns named ``prom_<metric>`` (extra Prometheus metrics named in a profile)
+are float64 and need no declaration here; any other name is a programming error and
+is dropped by the writer with a warning.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol
+
+import pyarrow as pa
+
+from ..errors import EXIT_BAD_INPUT, HarnessError
+
+Row = dict[str, object]
+
+PROM_PREFIX = "prom_"
+"""Prefix of the per-profile Prometheus columns, float64 each."""
+
+_INT = pa.int64()
+_FLOAT = pa.float64()
+
+COLUMNS: dict[str, pa.DataType] = {
+    "time_ns": _INT,
+    "source": pa.string(),
+    "pid": _INT,
+    # One process (source "target", "coordinator", "harness-worker-K").
+    "cpu_percent": _FLOAT,
+    "rss_bytes": _INT,
+    "uss_bytes": _INT,
+    "vms_bytes": _INT,
+    "num_fds": _INT,
+    "num_threads": _INT,
+    "connections": _INT,
+    "io_read_bytes": _INT,
+    "io_write_bytes": _INT,
+    # The host (source "host").
+    "host_cpu_percent": _FLOAT,
+    "host_mem_available_bytes": _INT,
+    "host_mem_total_bytes": _INT,
+    "load1": _FLOAT,
+    "net_bytes_sent": _INT,
+    "net_bytes_recv": _INT,
+    # Remote samplers.
+    "cpu_seconds_total": _FLOAT,
+    "open_fds": _INT,
+    "db_connections": _INT,
+    "db_connections_active": _INT,
+    "db_connections_idle": _INT,
+    "db_connections_idle_in_transaction": _INT,
+    "db_xact_commit": _INT,
+    "db_xact_rollback": _INT,
+    "db_cache_hit_ratio": _FLOAT,
+    "db_query_max_ms": _FLOAT,
+    "redis_connections": _INT,
+    "redis_used_memory_bytes": _INT,
+    "redis_maxmemory_bytes": _INT,
+    "redis_used_memory_pct": _FLOAT,
+    "redis_keyspace_hits": _INT,
+    "redis_keyspace_misses": _INT,
+    "redis_hit_rate": _FLOAT,
+}
+"""Every known column of ``resources/`` and its Arrow type; all but ``time_ns`` and
+``source`` may be null. Cumulative counters (``io_*``, ``net_*``, ``db_xact_*``,
+``redis_keyspace_*``, ``cpu_seconds_total``) are written as read; a reader takes
+differences. ``cpu_percent`` is of one core (a busy tree may exceed 100);
+``host_cpu_percent`` is of the whole machine (0-100)."""
+
+
+class MonitorError(HarnessError):
+    """The monitor cannot start as asked: no process with that pid, nothing
+    listening on that port, a database that does not answer. Raised before the run
+    starts; the message says what was asked, what was found and how to fix it."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class Sampler(Protocol):
+    """One source of resource rows, driven by the monitor's loop (one thread)."""
+
+    name: str
+    """What it measures: "target", "host", "harness", "prometheus", ..."""
+
+    def open(self) -> None:
+        """Connect or check; raise :class:`MonitorError` with a clear message."""
+        ...
+
+    def sample(self, now_ns: int) -> list[Row]:
+        """Rows measured now; each has ``source`` and any known columns."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; called once, also after a failed sample."""
+        ...
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@", re.I)
+_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)('[^']*'|\S+)", re.I)
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` (a URL or a libpq DSN) with any password replaced by ``<secret>``:
+    ``redis://:pw@h`` and ``postgresql://u:pw@h/db`` and ``password=pw`` alike."""
+    text = _URL_PASSWORD.sub(r"\g<head><secret>@", text)
+    return _KV_PASSWORD.sub(r"\g<head><secret>", text)

@@ -1,0 +1,294 @@
+"""Finding and sampling process trees, with real processes started by the tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from harness.demo.process import DemoTarget
+from harness.errors import TargetError
+from harness.monitor.base import MonitorError, Row
+from harness.monitor.host import HostSampler
+from harness.monitor.process import (
+    HarnessSampler,
+    LaunchedTarget,
+    TargetSampler,
+    find_by_name,
+    find_by_pid,
+    find_by_port,
+    is_alive,
+    loopback_port,
+)
+
+SPAWNER = textwrap.dedent(
+    """
+    import subprocess, sys, time
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    kids = [
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        for _ in range(int(sys.argv[2]))
+    ]
+
+    class Ok(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    HTTPServer(("127.0.0.1", int(sys.argv[1])), Ok).serve_forever()
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def missing_pid() -> int:
+    pid = 4_000_000
+    while psutil.pid_exists(pid):
+        pid -= 1
+    return pid
+
+
+def wait_for(condition: object, timeout_s: float = 10.0) -> None:
+    assert callable(condition)
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> Path:
+    path = tmp_path / "spawner.py"
+    path.write_text(SPAWNER)
+    return path
+
+
+@pytest.fixture
+def sleeper_named(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes whose process name is ``montest-sleeper`` (a symlink to python)."""
+    link = tmp_path / "montest-sleeper"
+    link.symlink_to(sys.executable)
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        proc.kill()
+        proc.wait()
+
+
+def start_sleeper(tmp_path: Path, into: list[subprocess.Popen[bytes]]) -> int:
+    proc = subprocess.Popen(
+        [str(tmp_path / "montest-sleeper"), "-c", "import time; time.sleep(60)"]
+    )
+    into.append(proc)
+    wait_for(lambda: psutil.Process(proc.pid).name() == "montest-sleeper")
+    return proc.pid
+
+
+@pytest.mark.parametrize(
+    ("url", "port"),
+    [
+        ("http://127.0.0.1:13010", 13010),
+        ("http://localhost:8080/api", 8080),
+        ("http://[::1]:9000", 9000),
+        ("http://127.0.0.2", 80),
+        ("https://127.0.0.1", 443),
+        ("http://10.0.0.5:8080", None),
+        ("https://example.com:443", None),
+    ],
+)
+def test_loopback_port_is_found_only_for_loopback_urls(
+    url: str, port: int | None
+) -> None:
+    assert loopback_port(url) == port
+
+
+def test_missing_pid_is_a_clear_monitor_error() -> None:
+    pid = missing_pid()
+    with pytest.raises(MonitorError, match=f"{pid}: no process has this pid"):
+        find_by_pid(pid)
+
+
+def test_port_finds_the_listening_demo_target_and_none_when_free(
+    demo_target: DemoTarget,
+) -> None:
+    found = find_by_port(demo_target.port)
+    assert found is not None and found.pid == demo_target.pid
+    assert find_by_port(free_port()) is None
+
+
+def test_name_finds_one_process_and_lists_candidates_when_ambiguous(
+    tmp_path: Path, sleeper_named: list[subprocess.Popen[bytes]]
+) -> None:
+    with pytest.raises(MonitorError, match="no running process has this name"):
+        find_by_name("montest-sleeper")
+    first = start_sleeper(tmp_path, sleeper_named)
+    found = find_by_name("montest-sleeper")
+    assert found is not None and found.pid == first
+    second = start_sleeper(tmp_path, sleeper_named)
+    with pytest.raises(MonitorError) as caught:
+        find_by_name("montest-sleeper")
+    message = str(caught.value)
+    assert f"pid {first}" in message and f"pid {second}" in message
+    assert "--monitor-pid" in message
+    assert find_by_name("montest-sleeper", required=False) is None
+
+
+def test_tree_sampling_follows_children_that_come_and_go(
+    tmp_path: Path, script: Path
+) -> None:
+    port = free_port()
+    launched = LaunchedTarget.start(
+        (sys.executable, str(script), str(port), "2"),
+        f"http://127.0.0.1:{port}/healthz",
+        15.0,
+        tmp_path / "target.log",
+    )
+    events: list[tuple[str, dict[str, object]]] = []
+    try:
+        root = psutil.Process(launched.pid)
+        kids = root.children()
+        assert len(kids) == 2
+        sampler = TargetSampler(root, lambda k, d: events.append((k, d)))
+        sampler.open()
+        first = sampler.sample(time.time_ns())
+        assert {r["pid"] for r in first} == {launched.pid, *(k.pid for k in kids)}
+        assert all(r.get("cpu_percent") is None for r in first)  # primed only
+        assert all(r["source"] == "target" for r in first)
+        root_first = next(r for r in first if r["pid"] == launched.pid)
+        assert root_first["connections"] == 0  # its listening socket does not count
+        time.sleep(0.2)
+        os.kill(kids[0].pid, signal.SIGKILL)
+        wait_for(lambda: not is_alive(kids[0]))  # a zombie: the script never reaps
+        second = sampler.sample(time.time_ns())
+        assert {r["pid"] for r in second} == {launched.pid, kids[1].pid}
+        assert all(isinstance(r["cpu_percent"], float) for r in second)
+        assert all(isinstance(r["rss_bytes"], int) for r in second)
+        root_row = next(r for r in second if r["pid"] == launched.pid)
+        assert isinstance(root_row["num_fds"], int) and root_row["num_fds"] > 0
+        assert sampler.latest is not None and sampler.latest.processes == 2
+        assert events == []
+    finally:
+        code = launched.stop(grace_s=5.0)
+    assert code == -signal.SIGTERM
+    wait_for(lambda: not is_alive(kids[1]), timeout_s=5.0)  # SIGKILL to the group
+
+
+def test_root_exit_is_reported_once_with_the_exit_code_when_started_here(
+    tmp_path: Path, script: Path
+) -> None:
+    port = free_port()
+    launched = LaunchedTarget.start(
+        (sys.executable, str(script), str(port), "0"),
+        f"http://127.0.0.1:{port}/",
+        15.0,
+        tmp_path / "target.log",
+    )
+    events: list[tuple[str, dict[str, object]]] = []
+    sampler = TargetSampler(
+        psutil.Process(launched.pid),
+        lambda k, d: events.append((k, d)),
+        launched=launched,
+    )
+    assert sampler.sample(time.time_ns())
+    os.kill(launched.pid, signal.SIGKILL)
+    time.sleep(0.2)
+    assert sampler.sample(time.time_ns()) == []
+    assert sampler.sample(time.time_ns()) == []
+    assert events == [
+        ("target_exit", {"pid": launched.pid, "exit_code": -signal.SIGKILL})
+    ]
+    launched.stop(grace_s=1.0)
+
+
+def test_a_new_listener_on_the_port_is_reported_as_a_restart() -> None:
+    events: list[tuple[str, dict[str, object]]] = []
+    with DemoTarget.start() as first:
+        port = first.port
+        sampler = TargetSampler(
+            psutil.Process(first.pid),
+            lambda k, d: events.append((k, d)),
+            relocate=lambda: find_by_port(port),
+        )
+        sampler.sample(time.time_ns())
+    sampler.sample(time.time_ns())
+    with DemoTarget.start(port=port) as second:
+        rows = sampler.sample(time.time_ns())
+        assert {r["pid"] for r in rows} == {second.pid}
+    assert [k for k, _ in events] == ["target_exit", "target_restart"]
+    assert events[1][1] == {"old_pid": first.pid, "new_pid": second.pid}
+
+
+def test_command_that_never_gets_ready_is_stopped_with_a_clear_error(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    with pytest.raises(TargetError, match=r"not ready within 0\.5s") as caught:
+        LaunchedTarget.start(
+            (sys.executable, "-c", "import time; print('hello'); time.sleep(30)"),
+            f"http://127.0.0.1:{port}/healthz",
+            0.5,
+            tmp_path / "target.log",
+        )
+    assert "hello" in str(caught.value)  # the tail of its output
+    assert "pid" in str(caught.value)
+
+
+def test_command_that_exits_at_once_reports_its_code(tmp_path: Path) -> None:
+    with pytest.raises(TargetError, match="exited with code 3"):
+        LaunchedTarget.start(
+            (sys.executable, "-c", "raise SystemExit(3)"),
+            f"http://127.0.0.1:{free_port()}/",
+            10.0,
+            tmp_path / "target.log",
+        )
+
+
+def test_command_that_does_not_exist_is_a_target_error(tmp_path: Path) -> None:
+    with pytest.raises(TargetError, match="cannot start the target command"):
+        LaunchedTarget.start(
+            (str(tmp_path / "no-such-program"),),
+            "http://127.0.0.1:1/",
+            1.0,
+            tmp_path / "target.log",
+        )
+
+
+def test_host_and_harness_rows_carry_their_columns() -> None:
+    host = HostSampler()
+    host.open()
+    (row,) = host.sample(time.time_ns())
+    assert row["source"] == "host"
+    total = row["host_mem_total_bytes"]
+    available = row["host_mem_available_bytes"]
+    assert isinstance(total, int) and isinstance(available, int)
+    assert 0 < available <= total
+    cpu = row["host_cpu_percent"]
+    assert isinstance(cpu, float) and 0.0 <= cpu <= 100.0
+    assert isinstance(row["net_bytes_recv"], int)
+
+    harness = HarnessSampler({"coordinator": os.getpid()})
+    rows: list[Row] = harness.sample(time.time_ns())
+    assert [(r["source"], r["pid"]) for r in rows] == [("coordinator", os.getpid())]
+    assert "connections" not in rows[0]
