@@ -250,14 +250,18 @@ async def run_iteration(
     intended_perf_ns: int,
     phase: str,
     offered: float,
+    variables: dict[str, str] | None = None,
 ) -> bool:
     """Run the scenario's steps once for ``vu``; record every request sent.
 
+    The steps read ``base_variables`` and capture into a copy of them, or into
+    ``variables`` itself when it is given (the setup keeps what it captured).
     Returns True when at least one request went out (the client then passed
     through a checkpoint, so the caller need not add one)."""
     vu.iteration += 1
     iteration = vu.iteration
-    variables = dict(base_variables)
+    if variables is None:
+        variables = dict(base_variables)
     lag_ns: int | None = None
     sent = False
     row_head = (recorder.shard, vu.id, iteration, scenario.name)

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import __version__
-from .profile.model import ClosedModel, Profile
+from .feeder import source_summary
+from .monitor.base import redact_credentials
+from .profile.model import ClosedModel, MonitorSettings, Profile, Step
 
 SECRET_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token"}
@@ -122,25 +124,66 @@ def describe_profile(profile: Profile) -> dict[str, Any]:
             if rule.abort_on_fail
         ],
         "slos": profile.slos.as_mapping() if profile.slos is not None else None,
+        "monitor": _describe_monitor(profile.monitor),
+        "data": [source_summary(d) for d in profile.data],
         "scenarios": [
             {
                 "name": sc.name,
                 "weight": sc.weight,
                 "think_s": sc.think_s,
-                "steps": [
-                    {
-                        "name": st.name,
-                        "method": st.method,
-                        "endpoint": st.endpoint,
-                        "headers": sorted(n for n, _ in st.headers),
-                        "body": st.body_kind,
-                        "captures": [c.name for c in st.captures],
-                        "think_s": st.think_s,
-                    }
-                    for st in sc.steps
-                ],
+                "steps": [_describe_step(st) for st in sc.steps],
             }
             for sc in profile.scenarios
+        ],
+        "setup": [_describe_step(st) for st in profile.setup],
+    }
+
+
+def _describe_step(step: Step) -> dict[str, Any]:
+    """A step's shape: names of headers and captures, never their values."""
+    return {
+        "name": step.name,
+        "method": step.method,
+        "endpoint": step.endpoint,
+        "headers": sorted(n for n, _ in step.headers),
+        "body": step.body_kind,
+        "captures": [c.name for c in step.captures],
+        "think_s": step.think_s,
+    }
+
+
+def _describe_monitor(monitor: MonitorSettings) -> dict[str, Any]:
+    """The monitor block with passwords in DSNs and URLs replaced; of a command,
+    only the program (its arguments may carry a secret)."""
+    target: dict[str, Any] | None = None
+    if monitor.target is not None:
+        t = monitor.target
+        target = {"how": t.how, "pid": t.pid, "port": t.port, "name": t.name}
+        if t.command:
+            target["command"] = f"{t.command[0]} ..."
+            target["ready_url"] = redact_credentials(t.ready_url or "")
+            target["ready_timeout_s"] = t.ready_timeout_s
+            target["stop_grace_s"] = t.stop_grace_s
+    return {
+        "enabled": monitor.enabled,
+        "interval_s": monitor.interval_s,
+        "target": target,
+        "prometheus": [
+            {
+                "url": redact_credentials(p.url),
+                "metrics": list(p.metrics),
+                "timeout_s": p.timeout_s,
+                "source": p.source,
+            }
+            for p in monitor.prometheus
+        ],
+        "postgres": [
+            {"dsn": redact_credentials(p.dsn), "source": p.source}
+            for p in monitor.postgres
+        ],
+        "redis": [
+            {"url": redact_credentials(r.url), "source": r.source}
+            for r in monitor.redis
         ],
     }
 

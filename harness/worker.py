@@ -40,6 +40,7 @@ import trio
 from . import pacing
 from .client import make_client
 from .client.base import Origin, make_ssl_context
+from .feeder import Feeder, FeederError, source_summary
 from .flow import (
     VU,
     Clock,
@@ -52,7 +53,7 @@ from .flow import (
 )
 from .livestats import WindowStats
 from .messages import Done, Event, Failed, Ready, Snapshot, Start, Stop, WorkerConfig
-from .profile.model import ClosedModel, OpenModel
+from .profile.model import ClosedModel, OpenModel, Scenario
 from .record import (
     DEFAULT_FLUSH_ROWS,
     PartWriter,
@@ -64,6 +65,10 @@ from .record import (
 log = logging.getLogger("harness.worker")
 
 WRITER_POLL_S = 0.2
+FEED_POLL_S = 0.05
+"""How often the data feeders' buffers are checked and topped up."""
+SETUP_NAME = "setup"
+"""Scenario and phase of the setup's records."""
 GC_YOUNG_THRESHOLD = 20_000
 PROFILE_ENV = "HARNESS_CPROFILE_DIR"
 """When set to a folder, each worker runs under cProfile and saves its profile there."""
@@ -115,11 +120,25 @@ class Worker:
         self.scenarios: tuple[PreparedScenario, ...] = tuple(
             compile_scenario(profile, s) for s in profile.scenarios
         )
+        self.setup = (
+            compile_scenario(profile, Scenario(SETUP_NAME, 1.0, profile.setup))
+            if profile.setup
+            else None
+        )
         self.rng = random.Random(cfg.seed * 1_000_003 + cfg.shard)
         self.pick = scenario_picker(
             self.scenarios, tuple(s.weight for s in profile.scenarios), self.rng
         )
         self.base_variables = {v.name: v.value for v in profile.variables}
+        self.feeders = [
+            Feeder(source, cfg.shard, cfg.n_shards, cfg.seed) for source in profile.data
+        ]
+        self.choices = tuple(
+            (v.name, v.choices) for v in profile.variables if v.choices
+        )
+        self.per_iteration = bool(self.feeders or self.choices)
+        self.feed_lock = trio.Lock()
+        self.out_of_data = False
         self.origin = Origin.parse(profile.target)
         self.ssl_context = (
             make_ssl_context(profile.http.verify_tls)
@@ -150,6 +169,10 @@ class Worker:
     # -- lifecycle ---------------------------------------------------------------
 
     async def main(self) -> None:
+        # The first rows are read before Ready, so the first iterations never wait
+        # and an unreadable data file fails the start, not the run.
+        for feeder in self.feeders:
+            feeder.refill()
         self.out.put(Ready(self.cfg.shard, os.getpid()))
         message = await trio.to_thread.run_sync(self.ctrl.recv, abandon_on_cancel=True)
         if isinstance(message, Stop):
@@ -169,11 +192,15 @@ class Worker:
         self.recorder.clock = Clock()
         self.t0 = trio.current_time()
         self._event("worker_start", pid=os.getpid())
+        if self.setup is not None:
+            await self._run_setup(self.setup)
         async with trio.open_nursery() as helpers:
             helpers.start_soon(self._listen)
             helpers.start_soon(self._on_sigterm)
             helpers.start_soon(self._tick)
             helpers.start_soon(self._write_loop)
+            if self.feeders:
+                helpers.start_soon(self._feed)
             try:
                 await self._run_load()
             finally:
@@ -186,6 +213,32 @@ class Worker:
         self._send_snapshot(int(self._elapsed()))
         self._event("worker_stop", reason=self.stop_reason)
         self._done(self.stop_reason)
+
+    async def _run_setup(self, setup: PreparedScenario) -> None:
+        """Run the profile's setup steps once, on a VU of their own, and make what
+        they captured a variable of every iteration. Their requests are recorded
+        (scenario and phase ``setup``). A setup that fails is an event; the load
+        still runs, and steps that need a missing capture fail as ``template``."""
+        captured = dict(self.base_variables)
+        vu = self._new_vu()
+        now = time.perf_counter_ns()
+        await run_iteration(
+            vu,
+            setup,
+            self.base_variables,
+            self.recorder,
+            self.stop,
+            now,
+            SETUP_NAME,
+            0.0,
+            variables=captured,
+        )
+        wanted = {c.name for step in self.profile.setup for c in step.captures}
+        missing = sorted(name for name in wanted if name not in captured)
+        if missing:
+            self._event("setup_failed", missing=missing)
+            log.warning("setup did not capture %s; see the setup rows", missing)
+        self.base_variables = captured
 
     def _done(self, reason: str) -> None:
         self.out.put(
@@ -298,6 +351,9 @@ class Worker:
                     self.dropped += 1
                     self.stats.dropped += 1
                     continue
+                variables = await self._iteration_variables()
+                if variables is None:
+                    break
                 vu = idle.pop() if idle else self._new_vu()
                 self.in_flight += 1
                 self.iterations += 1
@@ -311,6 +367,7 @@ class Worker:
                     name,
                     rate + slope * (t_s - start_s),
                     idle,
+                    variables,
                 )
             if not self.stop.stopping:
                 await self._wait_until(model.duration_s)
@@ -325,13 +382,14 @@ class Worker:
         phase: str,
         offered: float,
         idle: list[VU],
+        variables: dict[str, str],
     ) -> None:
         self.active_vus += 1
         try:
             await run_iteration(
                 vu,
                 scenario,
-                self.base_variables,
+                variables,
                 self.recorder,
                 self.stop,
                 intended_perf_ns,
@@ -383,6 +441,9 @@ class Worker:
         try:
             with scope:
                 while not own_stop.stopping and not self.stop.stopping:
+                    variables = await self._iteration_variables()
+                    if variables is None:
+                        break
                     scenario = self.pick()
                     t_s = self._elapsed()
                     if not label_from <= t_s < label_until:
@@ -396,7 +457,7 @@ class Worker:
                         sent = await run_iteration(
                             vu,
                             scenario,
-                            self.base_variables,
+                            variables,
                             self.recorder,
                             self.stop,
                             time.perf_counter_ns(),
@@ -412,6 +473,66 @@ class Worker:
                         await trio.lowlevel.checkpoint()
         finally:
             self.active_vus -= 1
+
+    # -- data feeders ----------------------------------------------------------------
+
+    async def _iteration_variables(self) -> dict[str, str] | None:
+        """The variables of a new iteration: the profile's, plus the next row of
+        each data file and one draw of each list-valued variable. None once a data
+        file (without ``reuse``) has no row left for this worker: from then on no
+        iteration starts here, and the worker idles to the end of the load shape."""
+        if not self.per_iteration:
+            return self.base_variables
+        if self.out_of_data:
+            return None
+        variables = dict(self.base_variables)
+        for feeder in self.feeders:
+            row = feeder.take()
+            while row is None:
+                # The buffer ran dry before the feed task topped it up.
+                await self._refill(feeder)
+                row = feeder.take()
+            if not isinstance(row, tuple):
+                self._data_exhausted(feeder)
+                return None
+            variables.update(zip(feeder.names, row, strict=True))
+        for name, choices in self.choices:
+            variables[name] = self.rng.choice(choices)
+        return variables
+
+    async def _refill(self, feeder: Feeder) -> None:
+        async with self.feed_lock:
+            if not feeder.wants_rows():
+                return
+            try:
+                await trio.to_thread.run_sync(feeder.refill)
+            except FeederError as exc:
+                # The message names the file and the problem, never a value.
+                log.error("worker %d: %s", self.cfg.shard, exc)
+                self._event("data_error", error=str(exc))
+                feeder.finished = True
+
+    async def _feed(self) -> None:
+        """Keep every data file's buffer topped up, reading in a thread."""
+        while True:
+            for feeder in self.feeders:
+                if feeder.wants_rows():
+                    await self._refill(feeder)
+            await trio.sleep(FEED_POLL_S)
+
+    def _data_exhausted(self, feeder: Feeder) -> None:
+        if self.out_of_data:
+            return
+        self.out_of_data = True
+        summary = source_summary(feeder.source)
+        log.warning(
+            "worker %d: data file %s has no rows left for this worker after %d "
+            "rows; no new iteration starts here (set reuse: true to start over)",
+            self.cfg.shard,
+            summary["file"],
+            feeder.rows_taken,
+        )
+        self._event("data_exhausted", rows_used=feeder.rows_taken, **summary)
 
     # -- recording and reporting -------------------------------------------------
 

@@ -24,6 +24,7 @@ import hashlib
 import math
 import os
 import re
+import shlex
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -41,6 +42,7 @@ from analysis.thresholds import parse as parse_threshold
 
 from ..durations import DurationError, parse_duration
 from ..errors import Location, ProfileError
+from ..feeder import TEXT_KINDS, FeederError, csv_first_line, parquet_columns
 from ..jsonpath import JsonPathError, compile_path
 from ..template import (
     NAME_PATTERN,
@@ -53,17 +55,26 @@ from .model import (
     DEFAULT_GRACEFUL_RAMP_DOWN_S,
     DEFAULT_GRACEFUL_STOP_S,
     DEFAULT_MAX_VUS,
+    DEFAULT_PROMETHEUS_TIMEOUT_S,
     Arrivals,
     BodyKind,
     Capture,
     Checks,
     ClosedModel,
+    DataFormat,
+    DataOrder,
+    DataSource,
     Engine,
     HttpSettings,
     LoadModel,
+    MonitorSettings,
+    MonitorTarget,
     OpenModel,
     Phase,
+    PostgresSource,
     Profile,
+    PrometheusSource,
+    RedisSource,
     Scenario,
     Stage,
     Step,
@@ -90,8 +101,29 @@ TOP_KEYS = (
     "load",
     "thresholds",
     "slos",
+    "monitor",
+    "data",
+    "setup",
     "scenarios",
 )
+SETUP_KEYS = ("flow",)
+DATA_KEYS = ("file", "format", "columns", "header", "delimiter", "order", "reuse")
+LOOP_KEYS = ("count", "flow")
+MAX_STEPS = 10_000
+"""Steps a scenario may have once its loops are expanded."""
+MONITOR_KEYS = ("enabled", "interval", "target", "prometheus", "postgres", "redis")
+MONITOR_TARGET_KEYS = (
+    "pid",
+    "port",
+    "name",
+    "command",
+    "ready_url",
+    "ready_timeout",
+    "stop_grace",
+)
+PROMETHEUS_KEYS = ("url", "metrics", "timeout", "source")
+POSTGRES_KEYS = ("dsn", "source")
+REDIS_KEYS = ("url", "source")
 HTTP_KEYS = (
     "timeout",
     "connect_timeout",
@@ -154,6 +186,8 @@ _BAD_HEADER_CHARS = re.compile(r"[\r\n\x00]")
 _PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
 _ENGINES = ("fast", "httpx")
 _ARRIVALS = ("uniform", "poisson")
+_FORMATS = ("csv", "parquet")
+_ORDERS = ("sequence", "random")
 
 
 def load_profile(
@@ -280,6 +314,13 @@ class _Loader:
 
     def load(self, text: str, sha256: str, target_override: str | None) -> Profile:
         root = self.compose(text)
+        # Imported here: the Artillery translator builds on this module's loader.
+        from .artillery import ArtilleryLoader, is_artillery
+
+        if is_artillery(root, TOP_KEYS):
+            return ArtilleryLoader(self.file, self.env).translate(
+                root, sha256, target_override
+            )
         top = self.mapping(root, "", TOP_KEYS, "the profile")
         name = Path(self.file).stem
         if "name" in top:
@@ -290,10 +331,15 @@ class _Loader:
             graceful_stop_s = self.duration(top["graceful_stop"], positive=False)
         variables = self.variables(top.get("variables"))
         defined = {v.name for v in variables}
+        data = self.data(top.get("data"), defined)
+        defined.update(name for source in data for name in source.columns)
         http = self.http(top.get("http"), defined)
         load = self.load_model(self.require(top, "load", root, ""))
         thresholds, threshold_rules = self.thresholds(top.get("thresholds"))
         slos = self.slos(top.get("slos"))
+        monitor = self.monitor(top.get("monitor"))
+        setup = self.setup(top.get("setup"), defined)
+        defined.update(c.name for step in setup for c in step.captures)
         scenarios = self.scenarios(self.require(top, "scenarios", root, ""), defined)
         return Profile(
             name=name,
@@ -305,6 +351,9 @@ class _Loader:
             thresholds=thresholds,
             threshold_rules=threshold_rules,
             slos=slos,
+            monitor=monitor,
+            data=data,
+            setup=setup,
             graceful_stop_s=graceful_stop_s,
             source_file=self.file,
             source_sha256=sha256,
@@ -1057,7 +1106,406 @@ class _Loader:
             node, key_node, path = found.node, found.key_node, found.path
         return (key_node if on_key else node), path
 
+    # -- monitor ----------------------------------------------------------------------
+
+    def monitor(self, entry: _Entry | None) -> MonitorSettings:
+        if entry is None or _is_null(entry.node):
+            return MonitorSettings()
+        fields = self.mapping(entry.node, entry.path, MONITOR_KEYS, "monitor")
+        settings = MonitorSettings()
+        if "enabled" in fields:
+            settings = replace(settings, enabled=self.boolean(fields["enabled"]))
+        if "interval" in fields:
+            interval_s = self.duration(fields["interval"], positive=True)
+            if interval_s < 0.1:
+                self.bad(
+                    fields["interval"],
+                    f"a monitor interval of {interval_s:g}s would cost more than it "
+                    "shows",
+                    "write interval: 1s (0.1s at least)",
+                )
+            settings = replace(settings, interval_s=interval_s)
+        if "target" in fields and not _is_null(fields["target"].node):
+            settings = replace(settings, target=self.monitor_target(fields["target"]))
+        sources: dict[str, str] = {}
+        prometheus = []
+        for item in self.one_or_more(fields.get("prometheus")):
+            url, metrics, timeout_s, source = self.remote(
+                item, PROMETHEUS_KEYS, "prometheus", sources
+            )
+            prometheus.append(PrometheusSource(url, metrics, timeout_s, source))
+        postgres = tuple(
+            PostgresSource(dsn, source=source)
+            for dsn, _, _, source in (
+                self.remote(item, POSTGRES_KEYS, "postgres", sources)
+                for item in self.one_or_more(fields.get("postgres"))
+            )
+        )
+        redis = tuple(
+            RedisSource(url, source=source)
+            for url, _, _, source in (
+                self.remote(item, REDIS_KEYS, "redis", sources)
+                for item in self.one_or_more(fields.get("redis"))
+            )
+        )
+        return replace(
+            settings, prometheus=tuple(prometheus), postgres=postgres, redis=redis
+        )
+
+    def one_or_more(self, entry: _Entry | None) -> list[_Entry]:
+        """A mapping, or a list of mappings (several servers of one kind)."""
+        if entry is None or _is_null(entry.node):
+            return []
+        if isinstance(entry.node, SequenceNode):
+            return self.sequence(entry, "mappings", f"{_last(entry.path)}: [{{...}}]")
+        return [entry]
+
+    def monitor_target(self, entry: _Entry) -> MonitorTarget:
+        fields = self.mapping(
+            entry.node, entry.path, MONITOR_TARGET_KEYS, "monitor.target"
+        )
+        ways = [k for k in ("pid", "port", "name", "command") if k in fields]
+        if len(ways) != 1:
+            problem = (
+                "monitor.target says how to find the target in more than one way: "
+                + ", ".join(ways)
+                if ways
+                else "monitor.target must say how to find the target"
+            )
+            self.fail(
+                entry.node,
+                entry.path,
+                problem,
+                "write one of {pid: 1234}, {port: 8080}, {name: nginx} or "
+                '{command: "...", ready_url: http://127.0.0.1:8080/healthz}',
+            )
+        target = MonitorTarget()
+        if "pid" in fields:
+            target = replace(target, pid=self.integer(fields["pid"], 1, "pid: 1234"))
+        if "port" in fields:
+            port = self.integer(fields["port"], 1, "port: 8080")
+            if port > 65535:
+                self.bad(fields["port"], f"port {port} is above 65535")
+            target = replace(target, port=port)
+        if "name" in fields:
+            target = replace(target, name=self.text(fields["name"], nonempty=True))
+        command_only = ("ready_url", "ready_timeout", "stop_grace")
+        if "command" not in fields:
+            for key in command_only:
+                if key in fields:
+                    self.fail(
+                        fields[key].key_node,
+                        fields[key].path,
+                        f"'{key}' applies only to a target started with 'command'",
+                        f"remove {key}, or start the target with command: ...",
+                    )
+            return target
+        command = self.command(fields["command"])
+        if "ready_url" not in fields:
+            self.fail(
+                entry.node,
+                _join(entry.path, "ready_url"),
+                "a target started with 'command' needs 'ready_url', which it "
+                "answers once it is ready",
+                "add ready_url: http://127.0.0.1:8080/healthz",
+            )
+        ready_url = self.http_url(fields["ready_url"])
+        target = replace(target, command=command, ready_url=ready_url)
+        if "ready_timeout" in fields:
+            seconds = self.duration(fields["ready_timeout"], positive=True)
+            target = replace(target, ready_timeout_s=seconds)
+        if "stop_grace" in fields:
+            seconds = self.duration(fields["stop_grace"], positive=False)
+            target = replace(target, stop_grace_s=seconds)
+        return target
+
+    def command(self, entry: _Entry) -> tuple[str, ...]:
+        example = 'command: "python app.py --port 8080"'
+        if isinstance(entry.node, SequenceNode):
+            words = [
+                self.text(item, nonempty=True)
+                for item in self.sequence(entry, "words", example)
+            ]
+        else:
+            text, _ = self.expand_env(entry, self.text(entry, nonempty=True))
+            try:
+                words = shlex.split(text)
+            except ValueError as exc:
+                self.bad(entry, f"cannot split the command: {exc}", "check its quotes")
+        if not words:
+            self.bad(entry, "the command is empty", f"write {example}")
+        return tuple(words)
+
+    def http_url(self, entry: _Entry) -> str:
+        url, _ = self.expand_env(entry, self.text(entry, nonempty=True))
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            self.bad(
+                entry,
+                f"{_last(entry.path)} {parts.scheme}://{parts.hostname or ''}... is "
+                "not an http:// or https:// URL with a host",
+                f"write it like {_last(entry.path)}: http://127.0.0.1:8080/healthz",
+            )
+        return url
+
+    def remote(
+        self, item: _Entry, known: Sequence[str], kind: str, sources: dict[str, str]
+    ) -> tuple[str, tuple[str, ...], float, str]:
+        """One remote sampler (``kind``), checked: its address (URL or DSN), extra
+        metrics, timeout and source; ``sources`` holds the source names so far."""
+        fields = self.mapping(item.node, item.path, known, f"monitor.{kind}")
+        address = "dsn" if kind == "postgres" else "url"
+        value_entry = self.require(fields, address, item.node, item.path)
+        if kind == "prometheus":
+            value = self.http_url(value_entry)
+        else:
+            value, _ = self.expand_env(
+                value_entry, self.text(value_entry, nonempty=True)
+            )
+            schemes = ("redis", "rediss", "unix")
+            if kind == "redis" and urlsplit(value).scheme not in schemes:
+                self.bad(
+                    value_entry,
+                    "the redis url must start with redis://, rediss:// or unix://",
+                    "write url: redis://127.0.0.1:6379/0 (a password comes from "
+                    "the environment: redis://:${REDIS_PASSWORD}@127.0.0.1:6379/0)",
+                )
+        names: list[str] = []
+        if "metrics" in fields:
+            example = "metrics: [process_open_fds]"
+            for metric in self.sequence(fields["metrics"], "metric names", example):
+                name = self.text(metric, nonempty=True)
+                if not _METRIC_NAME.fullmatch(name):
+                    self.bad(
+                        metric,
+                        f"{name!r} is not a Prometheus metric name",
+                        "use letters, digits, '_' and ':', not starting with a digit",
+                    )
+                names.append(name)
+        timeout_s = DEFAULT_PROMETHEUS_TIMEOUT_S
+        if "timeout" in fields:
+            timeout_s = self.duration(fields["timeout"], positive=True)
+        source_entry = fields.get("source")
+        source = kind if source_entry is None else self.name(source_entry)
+        reserved = source in _MONITOR_SOURCES or source.startswith("harness-worker-")
+        if source in sources or reserved:
+            where = sources.get(source, "the harness's own samplers")
+            self.fail(
+                (source_entry or item).node,
+                _join(item.path, "source"),
+                f"source {source!r} is already used by {where}",
+                "give each sampler its own source: name, e.g. source: "
+                f"{kind}-2; the rows of a run are told apart by it",
+            )
+        sources[source] = item.path
+        return value, tuple(names), timeout_s, source
+
+    # -- data files ------------------------------------------------------------------
+
+    def data(self, entry: _Entry | None, defined: set[str]) -> tuple[DataSource, ...]:
+        """The ``data`` block: one file as a mapping, or a list of them."""
+        if entry is None or _is_null(entry.node):
+            return ()
+        example = "data: {file: users.csv}"
+        items = (
+            self.sequence(entry, "data files", example)
+            if isinstance(entry.node, SequenceNode)
+            else [entry]
+        )
+        taken = set(defined)
+        out = []
+        for item in items:
+            fields = self.mapping(item.node, item.path, DATA_KEYS, "a data file")
+            source = self.data_source(item, fields, taken)
+            taken.update(source.columns)
+            out.append(source)
+        return tuple(out)
+
+    def data_source(
+        self,
+        item: _Entry,
+        fields: dict[str, _Entry],
+        taken: set[str],
+        *,
+        header_default: bool = True,
+        order_default: DataOrder = "sequence",
+        reuse_default: bool = False,
+    ) -> DataSource:
+        """One data file from its fields (native names: ``file``, ``format``,
+        ``columns``, ``header``, ``delimiter``, ``order``, ``reuse``); the Artillery
+        translator passes its own entries under these names, so errors point at
+        what the user wrote. The file's first line or schema is read to learn the
+        column names, which become template names."""
+        file_entry = self.require(fields, "file", item.node, item.path)
+        written = self.text(file_entry, nonempty=True)
+        path = Path(written)
+        if not path.is_absolute():
+            path = Path(self.file).resolve().parent / path
+        if not path.is_file():
+            self.bad(
+                file_entry,
+                f"data file {written!r} does not exist (looked for {path})",
+                "a relative path is read from the profile's folder",
+            )
+        fmt: DataFormat
+        suffix = path.suffix.lower()
+        if "format" in fields:
+            chosen = self.choice(fields["format"], _FORMATS)
+            fmt = "parquet" if chosen == "parquet" else "csv"
+        elif suffix in (".parquet", ".pq"):
+            fmt = "parquet"
+        elif suffix in (".csv", ".tsv", ".txt"):
+            fmt = "csv"
+        else:
+            self.bad(
+                file_entry,
+                f"cannot tell the format of {written!r} from its extension",
+                "add format: csv or format: parquet",
+            )
+        order: DataOrder = order_default
+        if "order" in fields:
+            chosen = self.choice(fields["order"], _ORDERS)
+            order = "random" if chosen == "random" else "sequence"
+        reuse = self.boolean(fields["reuse"]) if "reuse" in fields else reuse_default
+        if fmt == "csv":
+            columns, header, delimiter = self.csv_columns(
+                file_entry, fields, str(path), header_default, suffix
+            )
+            file_columns: tuple[str, ...] = ()
+        else:
+            columns = self.parquet_columns(file_entry, fields, str(path))
+            file_columns, header, delimiter = columns, False, ","
+        names_entry = fields.get("columns", file_entry)
+        seen: set[str] = set()
+        for name in columns:
+            if not NAME_PATTERN.fullmatch(name):
+                self.bad(
+                    names_entry,
+                    f"column {name!r} of {written!r} cannot be used in a template",
+                    "name the columns with letters, digits and '_' (not starting "
+                    "with a digit), in the file or with columns: [...]",
+                )
+            if name in seen or name in taken:
+                self.bad(
+                    names_entry,
+                    f"column name {name!r} of {written!r} is already used by "
+                    + ("this file" if name in seen else "a variable or another file"),
+                    "give each column and variable its own name",
+                )
+            seen.add(name)
+        return DataSource(
+            path=str(path),
+            format=fmt,
+            columns=columns,
+            file_columns=file_columns,
+            order=order,
+            reuse=reuse,
+            header=header,
+            delimiter=delimiter,
+            secret_columns=tuple(c for c in columns if is_secret_name(c)),
+            location=Location(self.file, item.node.start_mark.line + 1, item.path),
+        )
+
+    def csv_columns(
+        self,
+        file_entry: _Entry,
+        fields: dict[str, _Entry],
+        path: str,
+        header_default: bool,
+        suffix: str,
+    ) -> tuple[tuple[str, ...], bool, str]:
+        """Column names, header flag and delimiter of a CSV data file."""
+        header = header_default
+        if "header" in fields:
+            header = self.boolean(fields["header"])
+        delimiter = "\t" if suffix == ".tsv" else ","
+        if "delimiter" in fields:
+            delimiter = self.text(fields["delimiter"])
+            if len(delimiter) != 1 or delimiter in '\r\n"':
+                self.bad(
+                    fields["delimiter"],
+                    f"the delimiter must be one character, not {delimiter!r}",
+                    'write delimiter: ";" (or "\\t" for tabs)',
+                )
+        try:
+            first = csv_first_line(path, delimiter)
+        except FeederError as exc:
+            self.bad(file_entry, str(exc), "check the file")
+        if "columns" in fields:
+            entry = fields["columns"]
+            names = tuple(
+                self.text(part, nonempty=True)
+                for part in self.sequence(entry, "column names", "columns: [id, email]")
+            )
+            if len(names) != len(first):
+                self.bad(
+                    entry,
+                    f"{len(names)} column names are given but the file's first line "
+                    f"has {len(first)} fields",
+                    "name every column of the file, in order",
+                )
+            return names, header, delimiter
+        if not header:
+            self.bad(
+                file_entry,
+                "a CSV file without a header line needs its columns named",
+                "add columns: [id, email, ...], one name per field",
+            )
+        return tuple(first), header, delimiter
+
+    def parquet_columns(
+        self, file_entry: _Entry, fields: dict[str, _Entry], path: str
+    ) -> tuple[str, ...]:
+        """The Parquet columns to read (all, or those listed in ``columns``)."""
+        for key in ("header", "delimiter"):
+            if key in fields:
+                self.fail(
+                    fields[key].key_node,
+                    fields[key].path,
+                    f"'{key}' applies to CSV files, and this file is Parquet",
+                    f"remove '{key}'",
+                )
+        try:
+            kinds = parquet_columns(path)
+        except FeederError as exc:
+            self.bad(file_entry, str(exc), "check the file")
+        names = tuple(kinds)
+        names_entry = file_entry
+        if "columns" in fields:
+            names_entry = fields["columns"]
+            names = tuple(
+                self.text(part, nonempty=True)
+                for part in self.sequence(
+                    names_entry, "column names", "columns: [id, email]"
+                )
+            )
+            for name in names:
+                if name not in kinds:
+                    self.bad(
+                        names_entry,
+                        f"the Parquet file has no column {name!r}",
+                        f"its columns are: {', '.join(kinds)}",
+                    )
+        for name in names:
+            if kinds[name] not in TEXT_KINDS:
+                self.bad(
+                    names_entry,
+                    f"column {name!r} holds {kinds[name]}, which is not sent as text",
+                    "list only text, integer, number or boolean columns in "
+                    "columns: [...], or convert this one when writing the file",
+                )
+        return names
+
     # -- scenarios and steps -----------------------------------------------------------
+
+    def setup(self, entry: _Entry | None, defined: set[str]) -> tuple[Step, ...]:
+        """``setup: {flow: [...]}``: steps run once per worker before the load."""
+        if entry is None:
+            return ()
+        entries = self.mapping(entry.node, entry.path, SETUP_KEYS, "the setup")
+        flow = self.require(entries, "flow", entry.node, entry.path)
+        items = self.sequence(flow, "steps", "setup: {flow: [{path: /login}]}")
+        return tuple(self.flow_steps(items, set(defined), self.captured_by(items)))
 
     def scenarios(self, entry: _Entry, defined: set[str]) -> tuple[Scenario, ...]:
         example = "scenarios: [{name: browse, flow: [{path: /}]}]"
@@ -1091,14 +1539,58 @@ class _Loader:
         flow = self.require(entries, "flow", item.node, item.path)
         items = self.sequence(flow, "steps", "flow: [{path: /}]")
         later = self.captured_by(items)
-        steps = []
-        scope = set(defined)
-        for step_item in items:
-            step = self.step(step_item, scope, later)
-            scope.update(c.name for c in step.captures)
-            steps.append(step)
+        steps = self.flow_steps(items, set(defined), later)
         location = Location(self.file, item.node.start_mark.line + 1, item.path)
         return Scenario(name, weight, tuple(steps), think_s, location)
+
+    def flow_steps(
+        self, items: list[_Entry], scope: set[str], later: dict[str, str]
+    ) -> list[Step]:
+        """The steps of a flow, each ``loop`` expanded into its steps repeated
+        ``count`` times; ``scope`` gains each step's captures as it goes."""
+        steps: list[Step] = []
+        for step_item in items:
+            loop = self.loop(step_item)
+            if loop is None:
+                step = self.step(step_item, scope, later)
+                scope.update(c.name for c in step.captures)
+                steps.append(step)
+                continue
+            count, body = loop
+            # The first pass is checked with the fewest names defined, so it is the
+            # strictest; the other passes are copies of it.
+            steps.extend(self.flow_steps(body, scope, later) * count)
+            if len(steps) > MAX_STEPS:
+                self.bad(
+                    step_item,
+                    f"with its loops expanded this flow has over {MAX_STEPS} steps",
+                    "lower the loop's count; a long run repeats the scenario anyway",
+                )
+        return steps
+
+    def loop(self, item: _Entry) -> tuple[int, list[_Entry]] | None:
+        """``count`` and the steps of a ``{loop: {count: N, flow: [...]}}`` step, or
+        None when the item is a request step."""
+        if not isinstance(item.node, MappingNode):
+            return None
+        entries = self.entries(item.node, item.path)
+        if "loop" not in entries:
+            return None
+        for entry in entries.values():
+            if entry.key != "loop":
+                self.fail(
+                    entry.key_node,
+                    entry.path,
+                    f"a loop step holds only 'loop', but '{entry.key}' is set too",
+                    "put the request in the loop's flow, or in a step of its own",
+                )
+        loop = entries["loop"]
+        fields = self.mapping(loop.node, loop.path, LOOP_KEYS, "a loop")
+        count = self.integer(
+            self.require(fields, "count", loop.node, loop.path), 1, "count: 3"
+        )
+        body = self.require(fields, "flow", loop.node, loop.path)
+        return count, self.sequence(body, "steps", "flow: [{path: /}]")
 
     def captured_by(self, items: list[_Entry]) -> dict[str, str]:
         """Which step captures each name, for messages about using it too early."""
@@ -1107,11 +1599,20 @@ class _Loader:
             if not isinstance(item.node, MappingNode):
                 continue
             for key_node, value_node in item.node.value:
-                if getattr(key_node, "value", None) == "capture" and isinstance(
-                    value_node, MappingNode
-                ):
+                key = getattr(key_node, "value", None)
+                if key == "capture" and isinstance(value_node, MappingNode):
                     for name_node, _ in value_node.value:
                         out.setdefault(str(name_node.value), item.path)
+                if key == "loop" and isinstance(value_node, MappingNode):
+                    fields = {getattr(k, "value", None): v for k, v in value_node.value}
+                    flow = fields.get("flow")
+                    if isinstance(flow, SequenceNode):
+                        nested = [
+                            _Entry(str(i), n, n, f"{item.path}.loop.flow[{i}]")
+                            for i, n in enumerate(flow.value)
+                        ]
+                        for name, where in self.captured_by(nested).items():
+                            out.setdefault(name, where)
         return out
 
     def step(self, item: _Entry, defined: set[str], later: dict[str, str]) -> Step:
@@ -1338,6 +1839,9 @@ class _Loader:
 
 
 _NOT_SCALAR = object()
+_METRIC_NAME = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+_MONITOR_SOURCES = ("target", "host", "coordinator")
+"""Sources the harness's own samplers write (and ``harness-worker-K``)."""
 
 
 def _is_null(node: Node) -> bool:

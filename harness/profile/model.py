@@ -59,6 +59,45 @@ class Variable:
     source: str = ""
     """How the value was written in the profile (``${LOADTEST_PASSWORD}``), for the
     manifest; empty for plain literals."""
+    choices: tuple[str, ...] = ()
+    """When not empty, each iteration draws one of these at random (seeded) instead
+    of using ``value`` (which is then the first choice). Artillery's list-valued
+    variables are translated to this."""
+
+
+DataFormat = Literal["csv", "parquet"]
+DataOrder = Literal["sequence", "random"]
+
+DEFAULT_DATA_CHUNK_ROWS = 4096
+"""Rows of a data file a worker holds decoded at once (per file), whatever its size."""
+
+
+@dataclass(frozen=True, slots=True)
+class DataSource:
+    """A data file (CSV or Parquet) that feeds one row to each iteration.
+
+    Only the file's location and shape are kept here, never its values: each worker
+    reads its rows lazily (:mod:`harness.feeder`). Row ``i`` of the file (0-based,
+    header excluded) belongs to worker ``i mod n``, so no row is used by two workers.
+    """
+
+    path: str
+    """Absolute path of the file."""
+    format: DataFormat
+    columns: tuple[str, ...]
+    """Template names given to the columns, in file order (CSV) or chosen (Parquet)."""
+    file_columns: tuple[str, ...] = ()
+    """Parquet: the file's column read into each name of ``columns``."""
+    order: DataOrder = "sequence"
+    """``random`` shuffles each chunk of the worker's rows (seeded), not the file."""
+    reuse: bool = False
+    """When the worker's rows run out: start over (True) or stop new iterations."""
+    header: bool = True
+    """CSV: the first line is a header, not data."""
+    delimiter: str = ","
+    secret_columns: tuple[str, ...] = ()
+    """Columns whose names say they hold secrets; their values are never logged."""
+    location: Location | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +205,85 @@ class OpenModel:
 LoadModel = ClosedModel | OpenModel
 
 
+DEFAULT_MONITOR_INTERVAL_S = 1.0
+"""How often the resource monitor samples."""
+
+DEFAULT_READY_TIMEOUT_S = 30.0
+"""How long a target started with ``monitor.target.command`` has to answer its
+``ready_url``."""
+
+DEFAULT_STOP_GRACE_S = 10.0
+"""After SIGTERM, how long a started target has before it is killed."""
+
+DEFAULT_PROMETHEUS_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorTarget:
+    """The service under test, as a process tree; exactly one of ``pid``, ``port``,
+    ``name`` and ``command`` is set."""
+
+    pid: int | None = None
+    port: int | None = None
+    """The process listening on this TCP port."""
+    name: str | None = None
+    """The one process (tree) with this process name."""
+    command: tuple[str, ...] = ()
+    """Started by the harness before the workers, stopped after them."""
+    ready_url: str | None = None
+    """With ``command``: answers 2xx or 3xx once the target is ready."""
+    ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S
+    stop_grace_s: float = DEFAULT_STOP_GRACE_S
+
+    @property
+    def how(self) -> str:
+        """How the target is found: "pid", "port", "name" or "command"."""
+        if self.pid is not None:
+            return "pid"
+        if self.port is not None:
+            return "port"
+        if self.name is not None:
+            return "name"
+        return "command"
+
+
+@dataclass(frozen=True, slots=True)
+class PrometheusSource:
+    url: str
+    metrics: tuple[str, ...] = ()
+    """Extra metrics written as ``prom_<name>`` columns."""
+    timeout_s: float = DEFAULT_PROMETHEUS_TIMEOUT_S
+    source: str = "prometheus"
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresSource:
+    dsn: str
+    """May hold a password: never written anywhere as it is."""
+    source: str = "postgres"
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSource:
+    url: str
+    """May hold a password: never written anywhere as it is."""
+    source: str = "redis"
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorSettings:
+    """The ``monitor:`` block: what the resource monitor samples during a run."""
+
+    enabled: bool = True
+    interval_s: float = DEFAULT_MONITOR_INTERVAL_S
+    target: MonitorTarget | None = None
+    """None: the process listening on the target URL's port, when that URL is on
+    loopback; otherwise only the host and the harness are sampled."""
+    prometheus: tuple[PrometheusSource, ...] = ()
+    postgres: tuple[PostgresSource, ...] = ()
+    redis: tuple[RedisSource, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class Profile:
     name: str
@@ -181,7 +299,17 @@ class Profile:
     """The same expressions parsed, in the same order, with their abort settings."""
     slos: Slos | None = None
     """The ``slos`` block, checked; None when the profile has none."""
+    data: tuple[DataSource, ...] = ()
+    """Data files; each iteration takes the next row of this worker's share of each."""
+    setup: tuple[Step, ...] = ()
+    """Steps each worker runs once before the load starts (logging in, say); what
+    they capture is a variable of every iteration of that worker."""
+    warnings: tuple[str, ...] = ()
+    """What the loader accepted but wants the user to know (an Artillery plugin that
+    is not run here, say); printed when the profile is loaded."""
     graceful_stop_s: float = DEFAULT_GRACEFUL_STOP_S
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
+    """The ``monitor:`` block (defaults when the profile has none)."""
     source_file: str = ""
     source_sha256: str = ""
 
