@@ -12,6 +12,7 @@ Exit codes (the same for every command):
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -111,6 +112,35 @@ def cli(verbose: int) -> None:
     show_default=True,
     help="Seconds between progress lines when stdout is not a terminal.",
 )
+@click.option(
+    "--no-report",
+    is_flag=True,
+    help="Do not write report/ (HTML, summary.json, junit.xml) after the run.",
+)
+@click.option(
+    "--monitor-pid",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Sample this process and its children as the target (replaces the "
+    "profile's monitor.target).",
+)
+@click.option(
+    "--monitor-port",
+    type=click.IntRange(min=1, max=65535),
+    default=None,
+    help="Sample the process listening on this TCP port as the target.",
+)
+@click.option(
+    "--monitor-name",
+    type=str,
+    default=None,
+    help="Sample the process with this name as the target.",
+)
+@click.option(
+    "--no-monitor",
+    is_flag=True,
+    help="Sample no resources (target, host, harness) during the run.",
+)
 def run(
     profile_path: str,
     workers: int | None,
@@ -122,11 +152,19 @@ def run(
     seed: int,
     part_seconds: float,
     progress_interval: float,
+    no_report: bool,
+    monitor_pid: int | None,
+    monitor_port: int | None,
+    monitor_name: str | None,
+    no_monitor: bool,
 ) -> None:
     """Run PROFILE (a YAML file) and record every request under OUT/RUN_ID/."""
     from .profile.load import load_profile
 
     profile = load_profile(profile_path, target=target)
+    profile = _monitor_override(
+        profile, monitor_pid, monitor_port, monitor_name, no_monitor
+    )
     code = _run_profile(
         profile,
         workers=workers,
@@ -137,8 +175,44 @@ def run(
         seed=seed,
         progress_interval=progress_interval,
         part_s=part_seconds,
+        report=not no_report,
     )
     sys.exit(code)
+
+
+def _monitor_override(
+    profile: Profile,
+    pid: int | None,
+    port: int | None,
+    name: str | None,
+    off: bool,
+) -> Profile:
+    """The profile with its monitor block changed by the ``--monitor-*`` options."""
+    from dataclasses import replace
+
+    from .profile.model import MonitorTarget
+
+    given = [
+        option
+        for option, value in (
+            ("--monitor-pid", pid),
+            ("--monitor-port", port),
+            ("--monitor-name", name),
+        )
+        if value is not None
+    ]
+    if len(given) > 1 or (given and off):
+        both = " and ".join([*given, *(["--no-monitor"] if off else [])])
+        raise UsageError(f"{both} cannot be used together; give one of them")
+    if name is not None and not name.strip():
+        raise UsageError("--monitor-name must not be empty")
+    monitor = profile.monitor
+    if off:
+        monitor = replace(monitor, enabled=False)
+    elif given:
+        target = MonitorTarget(pid=pid, port=port, name=name)
+        monitor = replace(monitor, enabled=True, target=target)
+    return replace(profile, monitor=monitor)
 
 
 def _run_profile(
@@ -152,6 +226,7 @@ def _run_profile(
     seed: int,
     progress_interval: float,
     part_s: float = 60.0,
+    report: bool = True,
 ) -> int:
     from analysis.dataset import open_run
     from analysis.summary import endpoint_summary, format_summary
@@ -207,6 +282,8 @@ def _run_profile(
     click.echo(format_summary(endpoint_summary(run)))
     click.echo("")
     failed = _judge(profile, run)
+    if report:
+        _write_report(run)
     extra = ""
     if outcome.workers_lost:
         extra = f", workers lost: {outcome.workers_lost}"
@@ -218,6 +295,24 @@ def _run_profile(
         click.echo("thresholds failed")
         return EXIT_THRESHOLDS_FAILED
     return outcome.exit_code
+
+
+def _write_report(run: Run) -> None:
+    """Write the run's report; a failure here loses nothing (the records are on
+    disk and ``harness report`` can try again), so it is a warning."""
+    from analysis.report import write_report
+
+    try:
+        files = write_report(run)
+    except Exception as exc:  # the run itself is done and recorded
+        log.warning("report not written", exc_info=True)
+        click.echo(
+            f"warning: the report could not be written ({exc}); the records are "
+            f"intact, try again with: harness report {run.path}",
+            err=True,
+        )
+        return
+    click.echo(f"report: {files.html}")
 
 
 def _judge(profile: Profile, run: Run) -> bool:
@@ -290,18 +385,67 @@ def demo(workers: int, time_scale: float, out: Path, run_id: str | None) -> None
     sys.exit(code)
 
 
+@cli.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for the report (default: RUN/report).",
+)
+@click.option(
+    "--every",
+    type=str,
+    default=None,
+    help="Window length for the plots, whole seconds (default: about 200 windows).",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 1 when a threshold or SLO of the run's profile failed.",
+)
+def report(run_dir: Path, out: Path | None, every: str | None, check: bool) -> None:
+    """Write RUN's report: report/index.html, summary.json and junit.xml.
+
+    Works on a run that is still going (its finished Parquet parts)."""
+    from analysis.dataset import RunNotFound, open_run
+    from analysis.report import ReportError, iter_failures, write_report
+    from analysis.windows import WindowSpecError
+
+    try:
+        run = open_run(run_dir)
+        files = write_report(run, out, every=every)
+    except RunNotFound as exc:
+        raise UsageError(str(exc)) from None
+    except (ReportError, WindowSpecError) as exc:
+        raise UsageError(str(exc)) from None
+    summary = json.loads(files.summary_json.read_text("utf-8"))
+    click.echo(f"report: {files.html}")
+    click.echo(f"summary: {files.summary_json}")
+    click.echo(f"junit: {files.junit_xml}")
+    click.echo(f"verdict: {summary['verdict']}")
+    for line in iter_failures(summary):
+        click.echo(f"failed: {line}")
+    if check and summary["verdict"] == "failed":
+        sys.exit(EXIT_THRESHOLDS_FAILED)
+
+
 @cli.group()
 def target() -> None:
     """Targets the harness can serve itself."""
 
 
-def _mount_demo_target() -> None:
+def _mount_commands() -> None:
+    from .cli_compare import compare
+    from .cli_runs import runs
     from .demo.server import command
 
     target.add_command(command, "demo")
+    cli.add_command(runs)
+    cli.add_command(compare)
 
 
-_mount_demo_target()
+_mount_commands()
 
 
 def main() -> None:

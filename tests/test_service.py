@@ -1,0 +1,166 @@
+"""Runs as a service: start in the background, follow, stop from another process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import harness
+from harness.demo.process import DemoTarget
+from harness.service import RunNotFoundError, StartError, resolve
+
+from .test_cli import harness as harness_cli
+
+LONG_PROFILE = """
+name: background
+target: http://127.0.0.1:1
+load:
+  model: open
+  max_vus: 20
+  phases:
+    - {name: steady, duration: 60s, rate: 40}
+scenarios:
+  - name: login and profile
+    flow:
+      - name: login
+        method: POST
+        path: /api/auth/login
+        json: {email: loadtest@example.com, password: "LoadTest123!"}
+        capture: {token: $.data.access_token}
+      - name: profile
+        path: /api/user/profile
+        headers: {Authorization: "Bearer {{ token }}"}
+  - name: health
+    flow:
+      - {name: health, path: /healthz}
+"""
+
+
+def _wait_for_rows(run_dir: Path, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = harness.status(run_dir)
+        if status.running and status.requests > 50:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"run did not get going: {harness.status(run_dir)}")
+
+
+def test_a_background_run_stops_from_another_terminal_keeping_every_record(
+    tmp_path: Path,
+) -> None:
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(LONG_PROFILE)
+    out = tmp_path / "runs"
+    with DemoTarget.start() as target:
+        handle = harness.start(
+            profile,
+            target=target.url,
+            workers=2,
+            out=out,
+            run_id="bg",
+            report=False,
+        )
+        assert handle.run_dir == out / "bg"
+        _wait_for_rows(handle.run_dir)
+        listed = json.loads(
+            harness_cli("runs", "list", "--out", str(out), "--json").communicate(
+                timeout=60
+            )[0]
+        )
+        assert listed["run_id"] == "bg" and listed["status"] == "running"
+        stopper = harness_cli("runs", "stop", "bg", "--out", str(out))
+        stdout, stderr = stopper.communicate(timeout=90)
+        assert stopper.returncode == 0, stderr
+        assert "run bg: interrupted" in stdout
+        served = target.stats()["requests_served"]
+    final = harness.status(handle.run_dir)
+    assert final.status == "interrupted"
+    assert final.elapsed_s is not None and final.elapsed_s < 50
+    rows = pd.read_parquet(handle.run_dir / "requests")
+    assert len(rows) == served == final.requests
+    figures = harness.results(handle.run_dir)
+    assert figures["total_requests"] == len(rows)
+    assert figures["failed_requests"] == int(rows["error"].notna().sum()) == 0
+    assert set(figures["scenarios"]) == {"login and profile", "health"}
+    assert sum(s["total_requests"] for s in figures["scenarios"].values()) == len(rows)
+    expected_p95 = float((rows["latency_ns"] / 1e6).quantile(0.95))
+    assert figures["p95_response_time_ms"] == pytest.approx(expected_p95, rel=1e-9)
+    # A run that ended is left alone.
+    again = harness_cli("runs", "stop", "bg", "--out", str(out))
+    stdout, _ = again.communicate(timeout=60)
+    assert again.returncode == 0 and "is not running (interrupted)" in stdout
+
+
+def test_runs_show_prints_the_results_per_scenario(tmp_path: Path) -> None:
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(LONG_PROFILE.replace("60s", "2s"))
+    out = tmp_path / "runs"
+    with DemoTarget.start() as target:
+        handle = harness.start(profile, target=target.url, workers=1, out=out)
+        final = handle.wait(timeout_s=60)
+    assert final.status == "completed"
+    proc = harness_cli("runs", "show", handle.run_id, "--out", str(out))
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert f"run {handle.run_id}: completed" in stdout
+    assert "login and profile" in stdout and "health" in stdout
+    shown = json.loads(
+        harness_cli(
+            "runs", "show", handle.run_id, "--out", str(out), "--json"
+        ).communicate(timeout=60)[0]
+    )
+    assert shown["total_requests"] == final.requests > 0
+
+
+def test_a_run_whose_coordinator_died_is_reported_lost(tmp_path: Path) -> None:
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(LONG_PROFILE)
+    out = tmp_path / "runs"
+    with DemoTarget.start() as target:
+        handle = harness.start(
+            profile,
+            target=target.url,
+            workers=1,
+            out=out,
+            report=False,
+            extra_args=["--part-seconds", "1"],
+        )
+        _wait_for_rows(handle.run_dir)
+        time.sleep(1.5)  # let a part or two close
+        # The run has its own session: this ends the coordinator and its workers.
+        os.killpg(handle.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while harness.status(handle.run_dir).status != "lost":
+            assert time.monotonic() < deadline, harness.status(handle.run_dir)
+            time.sleep(0.1)
+    # Nothing to signal: stopping a lost run reports it as it is.
+    assert harness.stop(handle.run_dir).status == "lost"
+    # The parts closed before the kill are all there.
+    assert len(pd.read_parquet(handle.run_dir / "requests")) > 0
+
+
+def test_a_bad_profile_fails_to_start_with_its_own_message_and_code_2(
+    tmp_path: Path,
+) -> None:
+    profile = tmp_path / "bad.yaml"
+    profile.write_text(LONG_PROFILE.replace("duration: 60s", "duration: -5s"))
+    with pytest.raises(StartError) as excinfo:
+        harness.start(profile, out=tmp_path / "runs", run_id="bad")
+    assert excinfo.value.exit_code == 2
+    assert "bad.yaml:" in str(excinfo.value) and "duration" in str(excinfo.value)
+
+
+def test_an_unknown_run_is_a_clear_error_with_exit_code_2(tmp_path: Path) -> None:
+    with pytest.raises(RunNotFoundError, match="harness runs list"):
+        resolve("nope", tmp_path)
+    proc = harness_cli("runs", "show", "nope", "--out", str(tmp_path))
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "no run 'nope'" in stderr
