@@ -23,7 +23,7 @@ from typing import Any
 
 DEFAULT_LIST_CAP = 100
 """Items kept per user in each stored list (exchange accounts, automations,
-simulations); older ones are dropped."""
+simulations); older ones are dropped. 0 keeps every item."""
 
 DEFAULT_SESSIONS_PER_USER = 20_000
 """Live tokens kept per user. A load test that logs in on every iteration would
@@ -136,7 +136,7 @@ class DemoApi:
             self._add_user(email, password, role)
 
     def _add_user(self, email: str, password: str, role: str) -> None:
-        cap = self.list_cap
+        cap = self.list_cap or None  # 0: keep everything
         user = User(
             id=len(self.users) + 1,
             email=email,

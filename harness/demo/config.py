@@ -41,6 +41,9 @@ class DemoConfig:
     stall_ms: float = 0.0
     seed: int | None = None
     """Seed of the error draws; None draws a fresh one."""
+    keep_items: int = 100
+    """Items kept per user in each stored list (newest first); 0 keeps them all, so
+    the data grows with every write, as a real store's would."""
 
     def __post_init__(self) -> None:
         def need(ok: bool, option: str, value: object, rule: str) -> None:
@@ -52,6 +55,7 @@ class DemoConfig:
 
         need(0 <= self.port <= 65535, "port", self.port, "use 0..65535 (0 = free port)")
         need(self.workers >= 1, "workers", self.workers, "needs at least 1 slot")
+        need(self.keep_items >= 0, "keep-items", self.keep_items, "must be >= 0")
         need(
             finite(self.service_ms) and self.service_ms >= 0,
             "service-ms",

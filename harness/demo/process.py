@@ -89,6 +89,7 @@ class DemoTarget:
         stall_every_s: float | None = None,
         stall_ms: float | None = None,
         seed: int | None = None,
+        keep_items: int | None = None,
         timeout_s: float = 15.0,
     ) -> DemoTarget:
         """Start the target and wait (up to ``timeout_s``) until it listens.
@@ -107,6 +108,7 @@ class DemoTarget:
             ("--stall-every-s", stall_every_s),
             ("--stall-ms", stall_ms),
             ("--seed", seed),
+            ("--keep-items", keep_items),
         ):
             if value is not None:
                 args += [option, str(value)]

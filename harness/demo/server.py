@@ -70,7 +70,7 @@ class DemoServer:
 
     def __init__(self, config: DemoConfig) -> None:
         self.config = config
-        self.api = DemoApi()
+        self.api = DemoApi(list_cap=config.keep_items)
         self.faults = Faults(config)
         self.started_at = time.time()
         self.requests_served = 0
@@ -351,6 +351,14 @@ def serve(config: DemoConfig, *, parent_pid: int | None = None) -> None:
 @click.option("--stall-ms", type=float, default=0.0, help="Length of each freeze.")
 @click.option("--seed", type=int, default=None, help="Seed of the random draws.")
 @click.option(
+    "--keep-items",
+    type=int,
+    default=100,
+    show_default=True,
+    help="Items kept per user in each list (accounts, automations, simulations); "
+    "0 keeps every one, so stored data grows with the load.",
+)
+@click.option(
     "--parent-pid",
     type=int,
     default=None,
@@ -368,6 +376,7 @@ def command(
     stall_every_s: float,
     stall_ms: float,
     seed: int | None,
+    keep_items: int,
     parent_pid: int | None,
 ) -> None:
     """Run the bundled demo target: a trading-platform style JSON API with fault
@@ -386,6 +395,7 @@ def command(
             stall_every_s=stall_every_s,
             stall_ms=stall_ms,
             seed=seed,
+            keep_items=keep_items,
         )
     except UsageError as exc:
         raise click.UsageError(str(exc)) from None
