@@ -120,16 +120,9 @@ def build_report(source: Run | str | Path, *, every: str | None = None) -> Repor
     """Compute the report of a run (finished, or still being written)."""
     run = source if isinstance(source, Run) else open_run(source)
     manifest = run.manifest
-    table = run.requests_table(columns=["start_ns", "latency_ns"])
-    if table.num_rows:
-        start_min = pc.min_max(table.column("start_ns")).as_py()["min"]
-        ends = pc.add(table.column("start_ns"), table.column("latency_ns"))
-        last_end = pc.max(ends).as_py()
-    else:
-        start_min = last_end = None
-    del table
-    run_start_ns = _run_start_ns(manifest, start_min)
-    run_end_ns = _run_end_ns(manifest, last_end, run_start_ns)
+    bounds = _Bounds.of(run)
+    run_start_ns = _run_start_ns(manifest, bounds.first_start_ns)
+    run_end_ns = _run_end_ns(manifest, bounds.last_end_ns, run_start_ns)
     span_s = max(1e-9, (run_end_ns - run_start_ns) / 1e9)
     every_s = windows.parse_every(every) // 10**9 if every else window_length_s(span_s)
     if every is not None and windows.parse_every(every) % 10**9:
@@ -142,7 +135,7 @@ def build_report(source: Run | str | Path, *, every: str | None = None) -> Repor
     per_endpoint["label"] = _labels(per_endpoint)
     whole = agg.overall
     total = windows.windows(run, every_text, by=(), quantiles=QUANTILES)
-    heat, offered = _stream_pass(run, every_s, run_start_ns)
+    heat, offered = _stream_pass(run, every_s, bounds)
     axis = plots.TimeAxis.for_span(run_start_ns, span_s)
     phases = _phases(run, run_start_ns, run_end_ns)
     offered_label = _offered_label(manifest)
@@ -271,34 +264,54 @@ def _labels(frame: pd.DataFrame) -> pd.Series:
     return frame["method"].astype(str) + " " + frame["endpoint"].astype(str)
 
 
+@dataclass(frozen=True, slots=True)
+class _Bounds:
+    """The extremes of a run's records, from one streaming pass (bounded memory)."""
+
+    first_start_ns: int | None = None
+    last_start_ns: int | None = None
+    last_end_ns: int | None = None
+    min_latency_ns: int | None = None
+    max_latency_ns: int | None = None
+
+    @classmethod
+    def of(cls, run: Run) -> _Bounds:
+        found: dict[str, int] = {}
+
+        def keep(name: str, value: int, pick: Any) -> None:
+            found[name] = value if name not in found else pick(found[name], value)
+
+        columns = ["start_ns", "latency_ns"]
+        for batch in run.requests_dataset().to_batches(columns=columns):
+            if batch.num_rows == 0:
+                continue
+            start = pc.min_max(batch.column("start_ns")).as_py()
+            latency = pc.min_max(batch.column("latency_ns")).as_py()
+            end = pc.max(pc.add(batch.column("start_ns"), batch.column("latency_ns")))
+            keep("first_start_ns", start["min"], min)
+            keep("last_start_ns", start["max"], max)
+            keep("last_end_ns", end.as_py(), max)
+            keep("min_latency_ns", latency["min"], min)
+            keep("max_latency_ns", latency["max"], max)
+        return cls(**found)
+
+
 def _stream_pass(
-    run: Run, every_s: int, run_start_ns: int
+    run: Run, every_s: int, bounds: _Bounds
 ) -> tuple[plots.Heatmap | None, pd.DataFrame]:
     """The heatmap grid and the mean offered load per window, in one scan."""
     columns = ["start_ns", "latency_ns", "offered"]
     dataset = run.requests_dataset()
     every_ns = every_s * 10**9
-    lo_hi = None
-    first = last = None
-    for batch in dataset.to_batches(columns=["start_ns", "latency_ns"]):
-        if batch.num_rows == 0:
-            continue
-        lat = pc.min_max(batch.column("latency_ns")).as_py()
-        st = pc.min_max(batch.column("start_ns")).as_py()
-        lo_hi = (
-            (lat["min"], lat["max"])
-            if lo_hi is None
-            else (min(lo_hi[0], lat["min"]), max(lo_hi[1], lat["max"]))
-        )
-        first = st["min"] if first is None else min(first, st["min"])
-        last = st["max"] if last is None else max(last, st["max"])
-    if lo_hi is None or first is None or last is None:
+    first, last = bounds.first_start_ns, bounds.last_start_ns
+    low, high = bounds.min_latency_ns, bounds.max_latency_ns
+    if first is None or last is None or low is None or high is None:
         empty = pd.DataFrame({"window_start": [], "offered": []})
         return None, empty
     t0 = (first // every_ns) * every_ns
     n_windows = int((last - t0) // every_ns) + 1
-    lo_ms = max(lo_hi[0] / 1e6, 1e-3)
-    hi_ms = max(lo_hi[1] / 1e6, lo_ms * 1.01)
+    lo_ms = max(low / 1e6, 1e-3)
+    hi_ms = max(high / 1e6, lo_ms * 1.01)
     edges_ms = np.geomspace(lo_ms, hi_ms * 1.0001, HEATMAP_LATENCY_BINS + 1)
     counts = np.zeros((n_windows, HEATMAP_LATENCY_BINS), dtype=np.int64)
     offered_sum = np.zeros(n_windows, dtype=np.float64)
