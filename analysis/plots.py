@@ -256,7 +256,8 @@ def throughput_and_errors(
         step="mid",
     )
     top.set_ylabel("requests/s")
-    top.set_ylim(bottom=0)
+    # Headroom above the highest window, so the legend covers no data.
+    top.set_ylim(0, _headroom(goodput + error_rps))
     top.grid(True, alpha=0.3)
     handles, labels = top.get_legend_handles_labels()
     if offered is not None and not offered.empty:
@@ -270,10 +271,10 @@ def throughput_and_errors(
             label=offered_label,
         )
         twin.set_ylabel(offered_label)
-        twin.set_ylim(bottom=0)
+        twin.set_ylim(0, _headroom(offered["offered"].to_numpy(dtype=float)))
         more_handles, more_labels = twin.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
-    top.legend(handles, labels, loc="upper left", fontsize=9)
+    top.legend(handles, labels, loc="upper left", fontsize=9, ncols=3)
     shade_phases(bottom, (), axis)
     kinds = [c for c in frame.columns if c.startswith("errors_")]
     seconds = _window_seconds(frame)
@@ -286,7 +287,8 @@ def throughput_and_errors(
             colors=_ERROR_COLOURS[: len(kinds)] or None,
             step="mid",
         )
-        bottom.legend(loc="upper left", fontsize=9, title="error kind", ncols=3)
+        bottom.set_ylim(0, _headroom(np.sum(series, axis=0)))
+        bottom.legend(loc="upper left", fontsize=9, title="error kind", ncols=6)
     else:
         bottom.text(
             0.5,
@@ -298,10 +300,18 @@ def throughput_and_errors(
             color="#555555",
         )
     bottom.set_ylabel("errors/s")
-    bottom.set_ylim(bottom=0)
+    if not (kinds and seconds):
+        bottom.set_ylim(0, 1)
     bottom.grid(True, alpha=0.3)
     bottom.set_xlabel(axis.label(), fontsize=9)
     return figure
+
+
+def _headroom(values: npt.NDArray[np.float64]) -> float:
+    """An axis top 40 % above the highest value (1 when there is none)."""
+    finite = values[np.isfinite(values)] if len(values) else values
+    peak = float(finite.max()) if len(finite) else 0.0
+    return peak * 1.4 if peak > 0 else 1.0
 
 
 def _step(times: npt.NDArray[np.float64]) -> float:
