@@ -162,3 +162,26 @@ def test_the_volume_profile_uses_a_million_users_each_once(tmp_path: Path) -> No
     workers = resources[resources["source"].astype(str).str.startswith("harness-w")]
     peak_mib = workers.groupby("source")["rss_bytes"].max() / 2**20
     assert len(peak_mib) == 2 and (peak_mib < 400).all(), peak_mib
+
+
+def test_the_platform_benchmarks_say_which_hold(tmp_path: Path) -> None:
+    with DemoTarget.start() as target:
+        proc = run_harness(
+            "run", str(PROFILES / "platform-benchmarks.yaml"), "--target", target.url,
+            "--workers", "2", "--time-scale", "0.01", "--run-id", "b",
+            "--out", str(tmp_path),
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads((tmp_path / "b" / "report" / "summary.json").read_text())
+    status = {s["slo"]: s["status"] for s in summary["slos"]}
+    assert len(status) == 9 * 3 + 7
+    assert status["endpoints./api/auth/login.target_response_time"] == "passed"
+    # Nothing in this run calls the automation runner, and no database is sampled.
+    assert status["endpoints./api/automations/:id/execute.target_response_time"] == (
+        "no data"
+    )
+    assert status["system.database.max_connections"] == "not measured"
+    # The monitor measured the demo target itself.
+    assert status["system.application.max_memory_usage"] == "passed"
+    assert status["system.application.max_cpu_usage"] in ("passed", "failed")
+    assert "not exercised" in status.values()
