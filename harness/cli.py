@@ -162,6 +162,8 @@ def run(
     from .profile.load import load_profile
 
     profile = load_profile(profile_path, target=target)
+    for warning in profile.warnings:
+        click.echo(f"warning: {profile_path}: {warning}", err=True)
     profile = _monitor_override(
         profile, monitor_pid, monitor_port, monitor_name, no_monitor
     )

@@ -238,8 +238,9 @@ class ArtilleryLoader(_Loader):
         if "plugins" in config:
             self.plugins(config["plugins"])
         scenarios = self.art_scenarios(top["scenarios"], defined)
+        # The command line prints them (Profile.warnings); a program reads them there.
         for warning in self.warnings:
-            log.warning("%s: %s", self.file, warning)
+            log.debug("%s: %s", self.file, warning)
         return Profile(
             name=Path(self.file).stem,
             target=target,
