@@ -17,7 +17,8 @@ import pytest
 from matplotlib import image as mpimg
 
 from analysis import open_run
-from analysis.report import build_report, render_junit, window_length_s, write_report
+from analysis.junit import render_junit
+from analysis.report import build_report, window_length_s, write_report
 from harness.demo.process import DemoTarget
 
 from .test_cli import harness, harness_run

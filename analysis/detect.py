@@ -1,0 +1,970 @@
+"""Detectors: does the service leak memory, degrade over a long run, and where does
+it break?
+
+How this works
+--------------
+Each detector reads a run directory, reduces it to a short series (one point per
+monitor sample or per window), and judges that series with a rule stated in its
+docstring. The judging half is a pure function of a frame
+(:func:`leak_from_samples`, :func:`degradation_from_windows`,
+:func:`breaking_point_from_windows`), so it can be tested with tables and used on
+frames a notebook built; ``detect_*`` only read the run and call it.
+
+Trends are fitted with the Theil–Sen estimator (the median of the slopes between
+every pair of points, :func:`scipy.stats.theilslopes`) rather than least squares. A
+load test's series are full of outliers that are not the trend: a garbage-collector
+pause, a stall, a slow sampler tick. Least squares lets a single such point tilt the
+line; the median of pairwise slopes ignores up to about 29 % of wild points. Its
+confidence interval comes from the distribution of Kendall's tau, without assuming
+normal errors, and a verdict needs the whole interval on one side of zero *and* an
+effect large enough to matter, so a tiny but very regular slope (a heap settling by
+a few kilobytes) is not called a leak.
+
+Every finding is a frozen dataclass with a ``verdict``, the figures it rests on and
+an ``explanation`` (one sentence for a person); ``as_dict()`` gives the same as JSON
+values, NaN as None.
+
+Known shortcomings
+------------------
+* Offered load comes from the ``offered`` column of the rows. An arrival the harness
+  dropped (all ``max_vus`` busy) has no row, so a window in which every arrival was
+  dropped has no offered load and is not judged; the windows before it, where the
+  service already fell behind, are what shows the break.
+* The leak detector sees resident memory only. A leak into swap, into a file cache
+  or in another process (a database) is invisible to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from scipy import stats  # type: ignore[import-untyped]
+
+from .dataset import Run
+from .windows import min_samples, parse_every, quantile_label, windows
+
+MIB = 2**20
+
+DEFAULT_MIN_GROWTH_BYTES = 8 * MIB
+"""A leak must add at least this much over the judged span: below it, the growth of
+a heap that is still settling (arenas, caches being filled) is hard to tell from a
+leak, and would not hurt anyone within the run's length either."""
+DEFAULT_MIN_RELATIVE_GROWTH = 0.05
+"""... and at least this share of the resident size at the start of the judged span
+(5 %), so that a service of several gigabytes is not flagged for a few megabytes."""
+MIN_LEAK_SAMPLES = 10
+"""Fewer memory samples after the warm-up than this: "not measured". A run of 10 s
+sampled every second has 8 after a 20 % warm-up; sample every 250 ms
+(``monitor: {interval: 250ms}``) for short runs."""
+
+DEFAULT_LEVEL_TOLERANCE = 0.02
+"""Windows whose mean offered load is within ±2 % of the steady level count as at
+that level (the offered load of a window is exact for the open model, so only a
+ramp moves it)."""
+MIN_STEADY_WINDOWS = 8
+"""Fewer windows at the steady level than this: "not enough data"."""
+
+DEFAULT_LATENCY_FLOOR_MS = 50.0
+"""The response-time criterion of the breaking point needs p95 above both
+``latency_factor`` × baseline and baseline + this, so a 1 ms baseline does not
+"break" at 3 ms."""
+DEFAULT_BASELINE_SHARE = 0.2
+"""The baseline is the windows at the lowest fifth of the offered loads seen."""
+DEFAULT_BIN_RATIO = 1.1
+"""Offered-load bins are geometric, each 10 % wider than the one below."""
+DEFAULT_MIN_BIN_REQUESTS = 100
+"""A bin with fewer requests than this is shown but not judged."""
+MIN_SPREAD = 1.25
+"""Offered load that never rose by this factor above its lowest level "never varied":
+one level cannot locate a breaking point."""
+
+_BATCH_ROWS = 1 << 20
+
+
+class DetectorError(ValueError):
+    """A detector's argument that cannot be used (the message says which and why)."""
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, Mapping):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: _json_value(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+        }
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    return value
+
+
+class _AsDict:
+    """``as_dict()`` for the findings: JSON values, NaN as None."""
+
+    __slots__ = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = _json_value(self)
+        return out
+
+
+def _check_share(name: str, value: float, *, inclusive_zero: bool = True) -> None:
+    low_ok = value >= 0 if inclusive_zero else value > 0
+    if not (math.isfinite(value) and low_ok and value < 1):
+        raise DetectorError(
+            f"{name}={value!r} must be a fraction between 0 and 1 (like 0.2 for 20 %)"
+        )
+
+
+def _confidence(alpha: float) -> float:
+    """scipy's ``theilslopes`` takes the confidence level, 1 - alpha."""
+    _check_share("alpha", alpha, inclusive_zero=False)
+    return 1.0 - alpha
+
+
+def _mib(value: float) -> str:
+    return f"{value / MIB:.1f} MiB"
+
+
+def _size(value: float) -> str:
+    if abs(value) >= MIB:
+        return _mib(value)
+    return f"{value / 1024:.1f} KiB"
+
+
+def _number(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+# ---------------------------------------------------------------------- memory leak
+
+
+@dataclass(frozen=True, slots=True)
+class LeakFinding(_AsDict):
+    """Whether resident memory grew during the run, and how fast."""
+
+    verdict: str
+    """"leak suspected", "no leak" or "not measured"."""
+    source: str
+    samples: int
+    """Sampling instants judged (after the warm-up, in the stretch judged)."""
+    judged_start_s: float
+    """Start and end of the judged span, seconds since the first sample."""
+    judged_end_s: float
+    slope_bytes_per_s: float
+    slope_low_bytes_per_s: float
+    """Confidence interval of the slope at 1 - alpha."""
+    slope_high_bytes_per_s: float
+    start_bytes: float
+    """Fitted resident size at the start of the judged span."""
+    growth_bytes: float
+    """slope × judged span."""
+    relative_growth: float
+    requests: int | None
+    """Requests started in the judged span (None when the run has no rows)."""
+    request_rate_rps: float
+    bytes_per_request: float
+    """slope / request rate: memory kept per request."""
+    restarts: int
+    """Times every process of the source was replaced by new ones."""
+    explanation: str
+
+
+RequestCounter: TypeAlias = Callable[[int, int], int]
+"""``count(start_ns, end_ns)``: requests whose start lies in ``[start_ns, end_ns)``."""
+
+
+def detect_leak(
+    run: Run,
+    *,
+    source: str = "target",
+    warmup_fraction: float = 0.2,
+    min_growth_bytes: float = DEFAULT_MIN_GROWTH_BYTES,
+    min_relative_growth: float = DEFAULT_MIN_RELATIVE_GROWTH,
+    alpha: float = 0.01,
+) -> LeakFinding:
+    """Whether the ``source``'s resident memory kept growing during the run.
+
+    How it works: the monitor writes one row per process per sample; the rows of one
+    instant are summed (the whole process tree counts). The first
+    ``warmup_fraction`` of the span is left out, because a fresh service fills its
+    caches, pools and allocator arenas at first and that growth stops. On the rest,
+    the Theil–Sen slope (bytes per second) with its 1 - ``alpha`` confidence interval
+    is robust to the spikes a garbage collector or a burst of large responses cause.
+    Dividing the slope by the request rate over the same span gives the bytes kept
+    per request, the figure a developer can look for in the code.
+
+    "leak suspected" needs all three: the interval's lower bound above zero, growth
+    over the judged span above ``min_growth_bytes``, and above
+    ``min_relative_growth`` of the starting size. A restart (every pid of the source
+    replaced) resets memory, so only the longest stretch without one is judged.
+    """
+    return leak_from_samples(
+        run.resources(),
+        _request_counter(run) if run.request_parts() else None,
+        source=source,
+        warmup_fraction=warmup_fraction,
+        min_growth_bytes=min_growth_bytes,
+        min_relative_growth=min_relative_growth,
+        alpha=alpha,
+    )
+
+
+def _request_counter(run: Run) -> RequestCounter:
+    parts = run.request_parts()
+
+    def count(start_ns: int, end_ns: int) -> int:
+        total = 0
+        for path in parts:
+            for batch in pq.ParquetFile(path).iter_batches(
+                batch_size=_BATCH_ROWS, columns=["start_ns"]
+            ):
+                start = batch.column(0)
+                inside = pc.and_(
+                    pc.greater_equal(start, start_ns), pc.less(start, end_ns)
+                )
+                total += int(pc.sum(inside.cast(pa.int64())).as_py() or 0)
+        return total
+
+    return count
+
+
+def _stretches(pid_sets: list[frozenset[int]]) -> list[tuple[int, int]]:
+    """``[first, last)`` index ranges between restarts: a restart is a sample that
+    shares no pid with the one before (a worker that comes and goes under the same
+    parent is not one)."""
+    bounds = [0]
+    for i in range(1, len(pid_sets)):
+        if pid_sets[i].isdisjoint(pid_sets[i - 1]):
+            bounds.append(i)
+    bounds.append(len(pid_sets))
+    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def _not_measured(source: str, why: str, restarts: int = 0) -> LeakFinding:
+    nan = math.nan
+    return LeakFinding(
+        verdict="not measured",
+        source=source,
+        samples=0,
+        judged_start_s=nan,
+        judged_end_s=nan,
+        slope_bytes_per_s=nan,
+        slope_low_bytes_per_s=nan,
+        slope_high_bytes_per_s=nan,
+        start_bytes=nan,
+        growth_bytes=nan,
+        relative_growth=nan,
+        requests=None,
+        request_rate_rps=nan,
+        bytes_per_request=nan,
+        restarts=restarts,
+        explanation=why,
+    )
+
+
+def leak_from_samples(
+    resources: pd.DataFrame,
+    count_requests: RequestCounter | None = None,
+    *,
+    source: str = "target",
+    warmup_fraction: float = 0.2,
+    min_growth_bytes: float = DEFAULT_MIN_GROWTH_BYTES,
+    min_relative_growth: float = DEFAULT_MIN_RELATIVE_GROWTH,
+    alpha: float = 0.01,
+) -> LeakFinding:
+    """The judgement of :func:`detect_leak` on a frame of monitor samples (columns
+    ``time_ns``, ``source``, ``pid``, ``rss_bytes``), with ``count_requests`` giving
+    the requests started in a span (None: no request rows)."""
+    _check_share("warmup_fraction", warmup_fraction)
+    confidence = _confidence(alpha)
+    needed = {"time_ns", "source", "rss_bytes"}
+    if not needed <= set(resources.columns):
+        missing = sorted(needed - set(resources.columns))
+        raise DetectorError(
+            f"the resource samples lack column(s) {missing}; pass the frame "
+            "open_run(path).resources() returns"
+        )
+    rows = resources[(resources["source"] == source) & resources["rss_bytes"].notna()]
+    if rows.empty:
+        return _not_measured(
+            source,
+            f"No memory samples of {source!r}: the monitor was off or did not find "
+            "the target (give --monitor-port or --monitor-pid).",
+        )
+    grouped = rows.groupby("time_ns", sort=True)
+    total = grouped["rss_bytes"].sum().astype(np.float64)
+    if "pid" in rows.columns:
+        pid_sets = [
+            frozenset(int(p) for p in group.dropna()) for _, group in grouped["pid"]
+        ]
+    else:
+        pid_sets = [frozenset() for _ in range(len(total))]
+    # Sets without a pid cannot show a restart; treat them as the one before.
+    for i in range(1, len(pid_sets)):
+        if not pid_sets[i]:
+            pid_sets[i] = pid_sets[i - 1]
+    spans = _stretches(pid_sets)
+    restarts = len(spans) - 1
+    times_ns = total.index.to_numpy(np.int64)
+    first, last = max(spans, key=lambda s: (times_ns[s[1] - 1] - times_ns[s[0]], -s[0]))
+    t_ns = times_ns[first:last]
+    rss = total.to_numpy()[first:last]
+    cut_ns = t_ns[0] + warmup_fraction * (t_ns[-1] - t_ns[0])
+    keep = t_ns >= cut_ns
+    t_ns, rss = t_ns[keep], rss[keep]
+    restart_note = (
+        f" The target restarted {restarts} time(s); only the longest stretch "
+        "between restarts was judged."
+        if restarts
+        else ""
+    )
+    if len(t_ns) < MIN_LEAK_SAMPLES or t_ns[-1] == t_ns[0]:
+        return _not_measured(
+            source,
+            f"Only {len(t_ns)} memory samples of {source!r} after the warm-up; "
+            f"{MIN_LEAK_SAMPLES} are needed: run longer or sample more often "
+            "(monitor: {interval: 250ms})." + restart_note,
+            restarts,
+        )
+    run_start_ns = int(times_ns[0])
+    x_s = (t_ns - t_ns[0]) / 1e9
+    fit = stats.theilslopes(rss, x_s, confidence)
+    slope, low, high = float(fit.slope), float(fit.low_slope), float(fit.high_slope)
+    span_s = float(x_s[-1])
+    start = float(fit.intercept)
+    if not start > 0:
+        start = float(np.median(rss))
+    growth = slope * span_s
+    relative = growth / start
+    requests: int | None = None
+    rate = per_request = math.nan
+    if count_requests is not None:
+        requests = count_requests(int(t_ns[0]), int(t_ns[-1]))
+        rate = requests / span_s
+        if requests > 0:
+            per_request = slope / rate
+    suspected = low > 0 and growth > min_growth_bytes and relative > min_relative_growth
+    figures = (
+        f"{_mib(growth)} over {span_s:.0f} s ({relative:+.0%} of "
+        f"{_mib(start)}), {_size(slope)}/s ({confidence:.0%} interval "
+        f"{_size(low)} to {_size(high)}/s)"
+    )
+    if suspected:
+        per = (
+            f", about {_size(per_request)} kept per request at {rate:.0f} requests/s"
+            if math.isfinite(per_request)
+            else ""
+        )
+        why = (
+            f"The resident memory of {source!r} kept growing after the warm-up: "
+            f"{figures}{per}. Unless a cache is still filling up, this is a leak; "
+            "a longer run at the same load tells the two apart."
+        )
+    else:
+        if not low > 0:
+            reason = "the slope is not distinguishable from zero"
+        elif not growth > min_growth_bytes:
+            reason = f"the growth stays under {_mib(min_growth_bytes)}"
+        else:
+            reason = f"the growth stays under {min_relative_growth:.0%} of the size"
+        why = f"No leak in the resident memory of {source!r}: {reason} ({figures})."
+    return LeakFinding(
+        verdict="leak suspected" if suspected else "no leak",
+        source=source,
+        samples=len(t_ns),
+        judged_start_s=(int(t_ns[0]) - run_start_ns) / 1e9,
+        judged_end_s=(int(t_ns[-1]) - run_start_ns) / 1e9,
+        slope_bytes_per_s=slope,
+        slope_low_bytes_per_s=low,
+        slope_high_bytes_per_s=high,
+        start_bytes=start,
+        growth_bytes=growth,
+        relative_growth=relative,
+        requests=requests,
+        request_rate_rps=rate,
+        bytes_per_request=per_request,
+        restarts=restarts,
+        explanation=why + restart_note,
+    )
+
+
+# ------------------------------------------------------------- per-window offered load
+
+
+def window_load(run: Run, every: str | float, *, at: str = "start") -> pd.DataFrame:
+    """Per window: the mean offered load of the requests keyed in it, and the
+    requests that *ended* in it (``completed``, ``completed_ok``).
+
+    ``at`` keys the offered load on ``start_ns`` or ``intended_ns``; completions
+    are always keyed on their end (``start_ns + latency_ns``), which is when the
+    service delivered them. Setup requests (phase ``setup``) carry no offered load
+    and are left out of the mean. The run is streamed part by part, a million rows
+    at a time. Columns: ``window_start`` (UTC), ``offered``, ``completed``,
+    ``completed_ok``.
+    """
+    every_ns = parse_every(every)
+    if at not in ("start", "intended"):
+        raise DetectorError(f"at={at!r} must be 'start' or 'intended'")
+    key = f"{at}_ns"
+    columns = sorted({key, "start_ns", "latency_ns", "error", "phase", "offered"})
+    offered_sum: dict[int, float] = {}
+    offered_n: dict[int, int] = {}
+    done: dict[int, int] = {}
+    ok: dict[int, int] = {}
+
+    def add(target: dict[Any, Any], index: npt.NDArray[Any], weights: Any) -> None:
+        if index.size == 0:
+            return
+        base = int(index.min())
+        sums = np.bincount(index - base, weights=weights)
+        for offset in np.flatnonzero(sums):
+            target[base + int(offset)] = (
+                target.get(base + int(offset), 0) + sums[offset]
+            )
+
+    for path in run.request_parts():
+        for batch in pq.ParquetFile(path).iter_batches(
+            batch_size=_BATCH_ROWS, columns=columns
+        ):
+            table = pa.Table.from_batches([batch])
+            phase = table.column("phase").cast(pa.string())
+            loaded = pc.fill_null(pc.not_equal(phase, "setup"), True)
+            keyed = table.column(key).to_numpy() // every_ns
+            offered = table.column("offered").to_numpy(zero_copy_only=False)
+            mask = loaded.to_numpy(zero_copy_only=False) & np.isfinite(offered)
+            add(offered_sum, keyed[mask], offered[mask].astype(np.float64))
+            add(offered_n, keyed[mask], None)
+            start = table.column("start_ns").to_numpy()
+            end = (start + table.column("latency_ns").to_numpy()) // every_ns
+            good = table.column("error").is_null().to_numpy(zero_copy_only=False)
+            add(done, end, None)
+            add(ok, end[good], None)
+    index = sorted(set(offered_n) | set(done))
+    mean = [offered_sum.get(i, 0.0) / offered_n[i] if i in offered_n else math.nan
+            for i in index]  # fmt: skip
+    return pd.DataFrame(
+        {
+            "window_start": pd.to_datetime(
+                np.array(index, dtype=np.int64) * every_ns, unit="ns", utc=True
+            ),
+            "offered": np.array(mean, dtype=np.float64),
+            "completed": np.array([done.get(i, 0) for i in index], dtype=np.int64),
+            "completed_ok": np.array([ok.get(i, 0) for i in index], dtype=np.int64),
+        }
+    )
+
+
+def _offered_unit(run: Run) -> str:
+    model = run.manifest.get("profile", {}).get("load", {}).get("model")
+    return "VUs" if model == "closed" else "iterations/s"
+
+
+# ---------------------------------------------------------------------- degradation
+
+
+@dataclass(frozen=True, slots=True)
+class DegradationFinding(_AsDict):
+    """Whether latency drifted over time at one constant offered load."""
+
+    verdict: str
+    """"degrading", "improving", "stable" or "not enough data"."""
+    quantile: str
+    """The per-window service-time quantile followed (``p50``)."""
+    offered_level: float
+    """The steady offered load judged (most common level, ±tolerance)."""
+    windows: int
+    """Windows at that level with enough samples, judged."""
+    windows_usable: int
+    """Windows with enough samples at any level."""
+    judged_span_s: float
+    slope_ms_per_h: float
+    slope_low_ms_per_h: float
+    """Confidence interval of the slope at 1 - alpha."""
+    slope_high_ms_per_h: float
+    start_ms: float
+    """Fitted latency at the first judged window."""
+    relative_change: float
+    """slope × judged span / start."""
+    explanation: str
+
+
+def detect_degradation(
+    run: Run,
+    *,
+    every: str | float = "5s",
+    quantile: str = "p50",
+    min_relative: float = 0.10,
+    alpha: float = 0.01,
+    level_tolerance: float = DEFAULT_LEVEL_TOLERANCE,
+) -> DegradationFinding:
+    """Whether the service got slower over the run at a constant offered load.
+
+    How it works: per window of ``every``, the exact service-time quantile (from
+    :func:`analysis.windows.windows`), keeping windows that are not partial and have
+    enough requests for the quantile. Only windows at the run's most common offered
+    load (±``level_tolerance``) are judged: under a ramp, latency rises because the
+    load rises, and that is the service's capacity speaking, not a degradation.
+    Holding the load fixed leaves time as the only variable. The Theil–Sen slope of
+    latency against time (ms per hour) with its interval says whether there is a
+    trend, and relative change (slope × span / starting level) whether it matters.
+
+    Service time (from the request's start) is followed rather than response time,
+    so a load generator that falls behind is not mistaken for a slower service.
+    """
+    q = _parse_quantile(quantile)
+    frame = windows(run, every, by=(), quantiles=(q,))
+    load = window_load(run, every, at="start")
+    frame = frame.merge(
+        load[["window_start", "offered"]], on="window_start", how="left"
+    )
+    return degradation_from_windows(
+        frame,
+        quantile=quantile,
+        min_relative=min_relative,
+        alpha=alpha,
+        level_tolerance=level_tolerance,
+    )
+
+
+def _parse_quantile(quantile: str) -> float:
+    text = quantile.strip().lower()
+    try:
+        q = float(text[1:].replace("_", ".")) / 100 if text.startswith("p") else -1.0
+    except ValueError:
+        q = -1.0
+    if not 0 < q < 1:
+        raise DetectorError(
+            f"quantile {quantile!r} is not understood; write p50, p95, p99 or p99_9"
+        )
+    return q
+
+
+def _steady_level(
+    offered: npt.NDArray[np.float64], tolerance: float
+) -> tuple[float, npt.NDArray[np.bool_]]:
+    """The offered load most windows share (±tolerance), and which windows do."""
+    ordered = np.sort(offered)
+    low = np.searchsorted(ordered, ordered * (1 - tolerance), side="left")
+    high = np.searchsorted(ordered, ordered * (1 + tolerance), side="right")
+    best = int(np.argmax(high - low))
+    level = float(np.median(ordered[low[best] : high[best]]))
+    near = np.abs(offered - level) <= tolerance * abs(level)
+    return level, near
+
+
+def degradation_from_windows(
+    frame: pd.DataFrame,
+    *,
+    quantile: str = "p50",
+    min_relative: float = 0.10,
+    alpha: float = 0.01,
+    level_tolerance: float = DEFAULT_LEVEL_TOLERANCE,
+    min_windows: int = MIN_STEADY_WINDOWS,
+) -> DegradationFinding:
+    """The judgement of :func:`detect_degradation` on a frame of windows: columns
+    ``window_start``, ``offered``, ``partial``, ``service_<q>_ms`` and
+    ``service_<q>_ms_low_n`` (as :func:`analysis.windows.windows` names them)."""
+    q = _parse_quantile(quantile)
+    label = quantile_label(q)
+    column = f"service_{label}_ms"
+    confidence = _confidence(alpha)
+    if not level_tolerance >= 0:
+        raise DetectorError(f"level_tolerance={level_tolerance!r} must be 0 or more")
+    needed = {"window_start", "offered", column}
+    if not needed <= set(frame.columns):
+        raise DetectorError(
+            f"the windows lack column(s) {sorted(needed - set(frame.columns))}; "
+            f"compute them with windows(run, every, quantiles=({q},)) and add the "
+            "mean offered load per window (window_load)"
+        )
+    value = frame[column].to_numpy(np.float64)
+    offered = frame["offered"].to_numpy(np.float64)
+    usable = np.isfinite(value) & np.isfinite(offered) & (offered > 0)
+    low_n = frame.get(f"{column}_low_n")
+    if low_n is not None:
+        usable &= ~low_n.fillna(True).to_numpy(bool)
+    if "partial" in frame.columns:
+        usable &= ~frame["partial"].fillna(True).to_numpy(bool)
+    nan = math.nan
+
+    def not_enough(level: float, kept: int, why: str) -> DegradationFinding:
+        return DegradationFinding(
+            "not enough data", label, level, kept, int(usable.sum()),
+            nan, nan, nan, nan, nan, nan, why,
+        )  # fmt: skip
+
+    if usable.sum() < min_windows:
+        return not_enough(
+            nan,
+            0,
+            f"Only {int(usable.sum())} windows have enough requests for a {label} "
+            f"({min_samples(q)} each); {min_windows} are needed: run longer or use "
+            "shorter windows.",
+        )
+    level, near = _steady_level(offered[usable], level_tolerance)
+    kept = np.flatnonzero(usable)[near]
+    if kept.size < min_windows:
+        return not_enough(
+            level,
+            int(kept.size),
+            f"The offered load never held still: its most common level, "
+            f"{_number(level)}, lasted only {kept.size} windows ({min_windows} "
+            "needed). Degradation is judged at a constant load; add a steady phase.",
+        )
+    stamps = pd.to_datetime(frame["window_start"]).to_numpy()[kept]
+    x_h = (stamps - stamps[0]).astype("timedelta64[ns]").astype(np.int64) / 3.6e12
+    y = value[kept]
+    fit = stats.theilslopes(y, x_h, confidence)
+    slope, low, high = float(fit.slope), float(fit.low_slope), float(fit.high_slope)
+    span_h = float(x_h[-1])
+    start = float(fit.intercept)
+    if not start > 0:
+        start = float(np.median(y))
+    relative = slope * span_h / start
+    if low > 0 and relative > min_relative:
+        verdict = "degrading"
+    elif high < 0 and relative < -min_relative:
+        verdict = "improving"
+    else:
+        verdict = "stable"
+    figures = (
+        f"service {label} went from {start:.3g} ms by {slope * span_h:+.3g} ms "
+        f"({relative:+.0%}) over {span_h * 3600:.0f} s at {_number(level)} offered, "
+        f"a trend of {slope:+.4g} ms/h ({confidence:.0%} interval {low:+.4g} to "
+        f"{high:+.4g}), from {kept.size} windows"
+    )
+    why = {
+        "degrading": f"Latency rose at a constant load: {figures}. A service that "
+        "slows down while the load stays the same is accumulating something "
+        "(data, fragmentation, connections).",
+        "improving": f"Latency fell at a constant load: {figures} (caches warming "
+        "up, a JIT, or a load that eased elsewhere).",
+        "stable": f"Latency held steady at a constant load: {figures}; the trend "
+        f"stays within ±{min_relative:.0%} or is not distinguishable from zero.",
+    }[verdict]
+    return DegradationFinding(
+        verdict=verdict,
+        quantile=label,
+        offered_level=level,
+        windows=int(kept.size),
+        windows_usable=int(usable.sum()),
+        judged_span_s=span_h * 3600,
+        slope_ms_per_h=slope,
+        slope_low_ms_per_h=low,
+        slope_high_ms_per_h=high,
+        start_ms=start,
+        relative_change=relative,
+        explanation=why,
+    )
+
+
+# ------------------------------------------------------------------- breaking point
+
+
+@dataclass(frozen=True, slots=True)
+class LoadLevel:
+    """One offered-load bin of the breaking-point walk."""
+
+    offered: float
+    windows: int
+    requests: int
+    goodput_rps: float
+    error_rate: float
+    response_p95_ms: float
+    judged: bool
+    tripped: tuple[str, ...]
+    """Criteria this level failed: ``goodput``, ``errors``, ``latency``."""
+
+
+@dataclass(frozen=True, slots=True)
+class BreakingPointFinding(_AsDict):
+    """The lowest offered load at which the service stopped keeping up."""
+
+    verdict: str
+    """"broke at X <unit>", "held up to X <unit>" or "not enough data"."""
+    unit: str
+    """"iterations/s" (open model) or "VUs" (closed)."""
+    break_offered: float
+    """Offered load of the first level that failed (NaN when none did)."""
+    last_good_offered: float
+    """The highest judged level below the break that passed."""
+    highest_offered: float
+    capacity_rps: float
+    """The highest goodput of any window: the measured capacity, requests/s."""
+    criteria: tuple[str, ...]
+    """What tripped at the break, in the order goodput, errors, latency."""
+    baseline_requests_per_iteration: float
+    """Goodput / offered at the lowest loads (requests per iteration, or per VU
+    per second for the closed model)."""
+    baseline_p95_ms: float
+    latency_limit_ms: float
+    levels: tuple[LoadLevel, ...]
+    explanation: str
+
+
+def detect_breaking_point(
+    run: Run,
+    *,
+    every: str | float = "5s",
+    error_rate_max: float = 0.01,
+    latency_factor: float = 3.0,
+    goodput_ratio_min: float = 0.9,
+    latency_floor_ms: float = DEFAULT_LATENCY_FLOOR_MS,
+    min_bin_requests: int = DEFAULT_MIN_BIN_REQUESTS,
+) -> BreakingPointFinding:
+    """The lowest offered load at which the service stopped keeping up.
+
+    How it works: per window of ``every``, keyed on each request's *intended*
+    start, the mean offered load, the error rate and the p95 of response time from
+    the intended start; and the goodput, counted from successful requests by the
+    time they *ended*. Response time from the intended start grows with the queue
+    once arrivals outpace the service, even when each request's own service time
+    hides it, and completions by end time cap at what the service can deliver,
+    whereas requests counted by their start would follow the offered load.
+
+    The baseline is the lowest fifth of the offered loads: requests per unit of load
+    (goodput / offered) and the p95 there, by their medians. The windows are
+    grouped into offered-load bins 10 % wide and walked upward; a bin with at
+    least ``min_bin_requests`` requests fails when goodput falls under
+    ``goodput_ratio_min`` × baseline ratio × offered, the error rate passes
+    ``error_rate_max``, or the p95 passes ``latency_factor`` × the baseline and
+    the baseline + ``latency_floor_ms``. The break is the first failing bin that the
+    next judged bin confirms (or the last bin), so one noisy window on a shared
+    machine does not place it.
+    """
+    frame = windows(run, every, by=(), quantiles=(0.95,), at="intended")
+    load = window_load(run, every, at="intended")
+    every_s = parse_every(every) / 1e9
+    load["goodput_rps"] = load["completed_ok"] / every_s
+    frame = frame.drop(columns=["goodput_rps"]).merge(
+        load[["window_start", "offered", "goodput_rps"]], on="window_start", how="left"
+    )
+    return breaking_point_from_windows(
+        frame,
+        unit=_offered_unit(run),
+        error_rate_max=error_rate_max,
+        latency_factor=latency_factor,
+        goodput_ratio_min=goodput_ratio_min,
+        latency_floor_ms=latency_floor_ms,
+        min_bin_requests=min_bin_requests,
+    )
+
+
+def _levels(
+    frame: pd.DataFrame, bin_ratio: float, min_bin_requests: int
+) -> pd.DataFrame:
+    lowest = float(frame["offered"].min())
+    bins = np.floor(np.log(frame["offered"] / lowest) / math.log(bin_ratio) + 1e-9)
+    grouped = frame.assign(
+        _bin=bins.astype(np.int64),
+        _errors=frame["error_rate"] * frame["requests"],
+    ).groupby("_bin", sort=True)
+    levels = pd.DataFrame(
+        {
+            "offered": grouped["offered"].mean(),
+            "windows": grouped.size(),
+            "requests": grouped["requests"].sum(),
+            "goodput_rps": grouped["goodput_rps"].mean(),
+            "errors": grouped["_errors"].sum(),
+            "response_p95_ms": grouped["response_p95_ms"].median(),
+        }
+    ).reset_index(drop=True)
+    levels["error_rate"] = levels["errors"] / levels["requests"].where(
+        levels["requests"] > 0
+    )
+    levels["judged"] = levels["requests"] >= min_bin_requests
+    return levels
+
+
+def breaking_point_from_windows(
+    frame: pd.DataFrame,
+    *,
+    unit: str = "iterations/s",
+    error_rate_max: float = 0.01,
+    latency_factor: float = 3.0,
+    goodput_ratio_min: float = 0.9,
+    latency_floor_ms: float = DEFAULT_LATENCY_FLOOR_MS,
+    baseline_share: float = DEFAULT_BASELINE_SHARE,
+    bin_ratio: float = DEFAULT_BIN_RATIO,
+    min_bin_requests: int = DEFAULT_MIN_BIN_REQUESTS,
+) -> BreakingPointFinding:
+    """The judgement of :func:`detect_breaking_point` on a frame of windows:
+    columns ``offered``, ``requests``, ``goodput_rps``, ``error_rate``,
+    ``response_p95_ms`` and optionally ``partial``."""
+    _check_share("error_rate_max", error_rate_max)
+    _check_share("baseline_share", baseline_share, inclusive_zero=False)
+    if not goodput_ratio_min > 0:
+        raise DetectorError(f"goodput_ratio_min={goodput_ratio_min!r} must be above 0")
+    if not latency_factor >= 1:
+        raise DetectorError(f"latency_factor={latency_factor!r} must be 1 or more")
+    if not bin_ratio > 1:
+        raise DetectorError(f"bin_ratio={bin_ratio!r} must be above 1 (1.1: 10 %)")
+    needed = {"offered", "requests", "goodput_rps", "error_rate", "response_p95_ms"}
+    if not needed <= set(frame.columns):
+        raise DetectorError(
+            f"the windows lack column(s) {sorted(needed - set(frame.columns))}; "
+            "build them as detect_breaking_point does (windows at='intended' plus "
+            "window_load)"
+        )
+    offered = frame["offered"].to_numpy(np.float64)
+    usable = np.isfinite(offered) & (offered > 0) & (frame["requests"] > 0).to_numpy()
+    if "partial" in frame.columns:
+        usable &= ~frame["partial"].fillna(True).to_numpy(bool)
+    rows = frame.loc[usable].reset_index(drop=True)
+    nan = math.nan
+
+    def unjudged(why: str, **figures: float) -> BreakingPointFinding:
+        return BreakingPointFinding(
+            "not enough data", unit, nan, nan, figures.get("highest", nan),
+            figures.get("capacity", nan), (), nan, nan, nan, (), why,
+        )  # fmt: skip
+
+    if rows.empty:
+        return unjudged("No window carries an offered load: the run has no requests.")
+    lowest, highest = float(rows["offered"].min()), float(rows["offered"].max())
+    capacity = float(rows["goodput_rps"].max())
+    if highest < lowest * MIN_SPREAD:
+        return unjudged(
+            f"The offered load stayed at {_number(lowest)}-{_number(highest)} {unit}, "
+            f"with a highest goodput of {_number(capacity)} requests/s: one level "
+            "cannot show where the service breaks; ramp the load (a stress profile).",
+            highest=highest,
+            capacity=capacity,
+        )
+    cut = float(np.quantile(rows["offered"], baseline_share))
+    base = rows[rows["offered"] <= cut]
+    ratio = float(np.nanmedian(base["goodput_rps"] / base["offered"]))
+    base_p95 = float(np.nanmedian(base["response_p95_ms"]))
+    limit_ms = max(latency_factor * base_p95, base_p95 + latency_floor_ms)
+    levels = _levels(rows, bin_ratio, min_bin_requests)
+
+    def trips(level: Mapping[Any, Any]) -> tuple[str, ...]:
+        if not level["judged"]:
+            return ()
+        failed = []
+        if level["goodput_rps"] < goodput_ratio_min * ratio * level["offered"]:
+            failed.append("goodput")
+        if level["error_rate"] > error_rate_max:
+            failed.append("errors")
+        if level["response_p95_ms"] > limit_ms:
+            failed.append("latency")
+        return tuple(failed)
+
+    table = tuple(
+        LoadLevel(
+            offered=float(level["offered"]),
+            windows=int(level["windows"]),
+            requests=int(level["requests"]),
+            goodput_rps=float(level["goodput_rps"]),
+            error_rate=float(level["error_rate"]),
+            response_p95_ms=float(level["response_p95_ms"]),
+            judged=bool(level["judged"]),
+            tripped=trips(level),
+        )
+        for level in levels.to_dict("records")
+    )
+    judged = [lv for lv in table if lv.judged]
+    if len(judged) < 2:
+        return unjudged(
+            f"Only {len(judged)} offered-load level(s) had {min_bin_requests} "
+            "requests or more; two are needed. Run longer or use longer windows.",
+            highest=highest,
+            capacity=capacity,
+        )
+    broken = None
+    for i, lv in enumerate(judged):
+        confirmed = i + 1 == len(judged) or bool(judged[i + 1].tripped)
+        if lv.tripped and confirmed:
+            broken = i
+            break
+    top = judged[-1].offered
+    basis = (
+        f"baseline p95 {base_p95:.3g} ms and {ratio:.3g} requests per unit of load "
+        f"below {_number(cut)} {unit}"
+    )
+    if broken is None:
+        return BreakingPointFinding(
+            verdict=f"held up to {_number(top)} {unit}",
+            unit=unit,
+            break_offered=nan,
+            last_good_offered=top,
+            highest_offered=top,
+            capacity_rps=capacity,
+            criteria=(),
+            baseline_requests_per_iteration=ratio,
+            baseline_p95_ms=base_p95,
+            latency_limit_ms=limit_ms,
+            levels=table,
+            explanation=(
+                f"The service kept up with every judged level up to {_number(top)} "
+                f"{unit} ({basis}); the highest goodput was {_number(capacity)} "
+                "requests/s. Its limit lies above the load offered."
+            ),
+        )
+    at = judged[broken]
+    last_good = judged[broken - 1].offered if broken > 0 else nan
+    said = {
+        "goodput": f"goodput fell under {goodput_ratio_min:.0%} of the offered load "
+        f"({_number(at.goodput_rps)} requests/s)",
+        "errors": f"errors passed {error_rate_max:.1%} ({at.error_rate:.1%})",
+        "latency": f"response p95 from the intended start passed {limit_ms:.0f} ms "
+        f"({at.response_p95_ms:.0f} ms)",
+    }
+    below = (
+        f"; it held at {_number(last_good)} {unit}"
+        if math.isfinite(last_good)
+        else "; it failed already at the lowest judged level"
+    )
+    return BreakingPointFinding(
+        verdict=f"broke at {_number(at.offered)} {unit}",
+        unit=unit,
+        break_offered=at.offered,
+        last_good_offered=last_good,
+        highest_offered=top,
+        capacity_rps=capacity,
+        criteria=at.tripped,
+        baseline_requests_per_iteration=ratio,
+        baseline_p95_ms=base_p95,
+        latency_limit_ms=limit_ms,
+        levels=table,
+        explanation=(
+            f"At {_number(at.offered)} {unit} "
+            + " and ".join(said[c] for c in at.tripped)
+            + f"{below} ({basis}). The highest goodput, {_number(capacity)} "
+            "requests/s, is the measured capacity."
+        ),
+    )
+
+
+# ------------------------------------------------------------------------------ all
+
+Finding: TypeAlias = LeakFinding | DegradationFinding | BreakingPointFinding
+
+
+def detect_all(run: Run) -> dict[str, Finding]:
+    """The three detectors with their defaults: keys ``leak``, ``degradation``,
+    ``breaking_point``."""
+    return {
+        "leak": detect_leak(run),
+        "degradation": detect_degradation(run),
+        "breaking_point": detect_breaking_point(run),
+    }

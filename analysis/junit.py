@@ -1,0 +1,84 @@
+"""``junit.xml``: a run's verdicts as test cases, for CI systems.
+
+One ``<testsuite>`` per run: a case for the run's status, one per threshold and one
+per SLO entry. A failed threshold is a ``<failure>`` whose message names the
+expression and the observed value; an entry with nothing to judge is ``<skipped>``.
+It is rendered from ``summary.json``'s content (see :mod:`analysis.report`).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from typing import Any
+
+from .page import observed_text
+
+
+def render_junit(summary: Mapping[str, Any]) -> str:
+    """One test case per threshold and SLO entry, and one for the run's status.
+
+    A failed threshold is a ``<failure>`` whose message names the expression and
+    the observed value; an entry with nothing to judge is ``<skipped>``.
+    """
+    run = summary["run"]
+    suite = ET.Element("testsuite", name=f"harness run {run['run_id']}")
+    cases = 0
+    failures = 0
+    skipped = 0
+
+    def case(classname: str, name: str) -> ET.Element:
+        nonlocal cases
+        cases += 1
+        return ET.SubElement(suite, "testcase", classname=classname, name=name)
+
+    status = str(run.get("status"))
+    element = case("run", "run status")
+    if status in ("failed", "degraded", "aborted"):
+        failures += 1
+        why = run.get("abort_reason") or f"the run ended {status}"
+        ET.SubElement(element, "failure", message=f"status {status}: {why}")
+    for t in summary["thresholds"]:
+        element = case("thresholds", f"{t['metric']}: {t['expression']}")
+        observed = observed_text(t["observed"])
+        if t["status"] == "failed":
+            failures += 1
+            ET.SubElement(
+                element,
+                "failure",
+                message=f"{t['metric']}: {t['expression']} failed: observed "
+                f"{observed} over {t['samples']} samples",
+            ).text = t["note"] or None
+        elif t["status"] != "passed":
+            skipped += 1
+            ET.SubElement(element, "skipped", message=t["note"] or t["status"])
+        else:
+            ET.SubElement(element, "system-out").text = f"observed {observed}"
+    for s in summary["slos"]:
+        element = case("slos", f"{s['slo']}: {s['target']}")
+        if s["status"] == "failed":
+            failures += 1
+            ET.SubElement(
+                element,
+                "failure",
+                message=f"{s['slo']} failed: observed "
+                f"{observed_text(s['observed'])}; required {s['target']}",
+            ).text = s["note"] or None
+        elif s["status"] != "passed":
+            skipped += 1
+            ET.SubElement(
+                element, "skipped", message=f"{s['status']}: {s['note']}".strip(": ")
+            )
+    suite.set("tests", str(cases))
+    suite.set("failures", str(failures))
+    suite.set("errors", "0")
+    suite.set("skipped", str(skipped))
+    suite.set("time", str(run.get("duration_s") or 0))
+    root = ET.Element(
+        "testsuites", tests=str(cases), failures=str(failures), errors="0"
+    )
+    root.append(suite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(
+        root, encoding="unicode"
+    )

@@ -1,0 +1,282 @@
+"""``index.html``: the report page, one file with its plots inline.
+
+Rendered from ``summary.json``'s content (see :mod:`analysis.report`) and the plots
+as base64 PNG; no script, no external link, every text escaped.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def observed_text(value: float | None) -> str:
+    """An observed figure in six significant digits, or "no data"."""
+    if value is None:
+        return "no data"
+    return f"{value:.6g}"
+
+
+_CSS = """
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+       color: #1d2430; margin: 0; background: #f6f7f9; }
+main { max-width: 1140px; margin: 0 auto; padding: 24px 20px 48px; }
+h1 { font-size: 24px; margin: 0 0 4px; }
+h2 { font-size: 18px; margin: 32px 0 8px; border-bottom: 1px solid #d9dde3;
+     padding-bottom: 4px; }
+.sub { color: #556070; margin: 0 0 16px; }
+.badge { display: inline-block; padding: 2px 10px; border-radius: 12px;
+         font-weight: 600; font-size: 13px; vertical-align: middle; }
+.passed { background: #d9f2dd; color: #155d22; }
+.failed { background: #fadcd9; color: #8a1c12; }
+.neutral { background: #e6e9ee; color: #3b4452; }
+dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px;
+           margin: 0; }
+dl.facts dt { color: #556070; } dl.facts dd { margin: 0; }
+table { border-collapse: collapse; width: 100%; background: #fff; font-size: 14px; }
+th, td { padding: 5px 8px; border-bottom: 1px solid #e4e7ec; text-align: right;
+         white-space: nowrap; }
+th { background: #eef0f4; position: sticky; top: 0; }
+td.name, th.name { text-align: left; white-space: normal; }
+tr.total td { font-weight: 600; border-top: 2px solid #c9ced6; }
+td.weak { color: #8a6d00; }
+figure { margin: 16px 0 28px; background: #fff; padding: 8px;
+         border: 1px solid #e4e7ec; }
+figure img { width: 100%; height: auto; display: block; }
+figcaption { color: #556070; font-size: 13px; margin-top: 6px; }
+.note { color: #556070; font-size: 13px; }
+"""
+
+
+def render_html(summary: Mapping[str, Any], images: Sequence[tuple[str, str]]) -> str:
+    """The report page: one file, plots inline, no script, every text escaped."""
+    run = summary["run"]
+    e = html.escape
+    verdict = summary["verdict"]
+    badge = {"passed": "passed", "failed": "failed"}.get(verdict, "neutral")
+    title = f"Run {run['run_id']}: {run.get('profile') or ''}"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{e(title)}</title><style>{_CSS}</style></head><body><main>",
+        f"<h1>{e(title)} <span class='badge {badge}'>{e(verdict)}</span></h1>",
+        f"<p class='sub'>{e(str(run.get('target') or ''))} &middot; status "
+        f"<strong>{e(str(run.get('status')))}</strong> &middot; "
+        f"{e(_duration_text(run.get('duration_s')))}</p>",
+        _facts(run),
+        _verdict_section(summary),
+        _endpoint_section(summary),
+        _errors_section(summary),
+    ]
+    if images:
+        parts.append("<h2>Plots</h2>")
+        for caption, data in images:
+            parts.append(
+                f"<figure><img alt='{e(caption, quote=True)}' "
+                f"src='data:image/png;base64,{data}'>"
+                f"<figcaption>{e(caption)}</figcaption></figure>"
+            )
+    parts.append(_phase_section(summary))
+    parts.append(_event_section(summary))
+    parts.append(
+        f"<p class='note'>Generated {e(str(summary['generated_at']))} by "
+        f"{e(str(summary['generated_by']))}; every figure here is also in "
+        "summary.json beside this page.</p>"
+    )
+    parts.append("</main></body></html>")
+    return "\n".join(p for p in parts if p)
+
+
+def _duration_text(seconds: object) -> str:
+    if not isinstance(seconds, int | float):
+        return ""
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def _facts(run: Mapping[str, Any]) -> str:
+    e = html.escape
+    counts = run.get("counts") or {}
+    rows = [
+        ("started", run.get("started_at")),
+        ("ended", run.get("ended_at") or "still running or not recorded"),
+        ("profile file", run.get("profile_file")),
+        ("load model", run.get("model")),
+        ("workers", run.get("workers")),
+        ("time scale", run.get("time_scale")),
+        ("iterations", counts.get("iterations")),
+        ("arrivals dropped", counts.get("dropped")),
+        ("requests cut short", counts.get("cancelled")),
+        ("abort reason", run.get("abort_reason")),
+        ("run folder", run.get("path")),
+    ]
+    items = "".join(
+        f"<dt>{e(name)}</dt><dd>{e(str(value))}</dd>"
+        for name, value in rows
+        if value not in (None, "", 0) or name == "arrivals dropped"
+    )
+    return f"<dl class='facts'>{items}</dl>"
+
+
+def _status_badge(status: str) -> str:
+    kind = {"passed": "passed", "failed": "failed"}.get(status, "neutral")
+    return f"<span class='badge {kind}'>{html.escape(status)}</span>"
+
+
+def _verdict_section(summary: Mapping[str, Any]) -> str:
+    e = html.escape
+    thresholds = summary["thresholds"]
+    slos = summary["slos"]
+    if not thresholds and not slos:
+        return (
+            "<h2>Thresholds</h2><p class='note'>The profile declares no thresholds "
+            "and no SLOs.</p>"
+        )
+    rows = []
+    for t in thresholds:
+        rows.append(
+            f"<tr><td class='name'>{e(t['metric'])}</td>"
+            f"<td class='name'>{e(t['expression'])}</td>"
+            f"<td>{e(observed_text(t['observed']))}</td><td>{t['samples']}</td>"
+            f"<td>{_status_badge(t['status'])}</td>"
+            f"<td class='name'>{e(t['note'])}</td></tr>"
+        )
+    for s in slos:
+        rows.append(
+            f"<tr><td class='name'>{e(s['slo'])}</td>"
+            f"<td class='name'>{e(s['target'])}</td>"
+            f"<td>{e(observed_text(s['observed']))}</td><td>{s['samples']}</td>"
+            f"<td>{_status_badge(s['status'])}</td>"
+            f"<td class='name'>{e(s['note'])}</td></tr>"
+        )
+    return (
+        "<h2>Thresholds and SLOs</h2><table><thead><tr>"
+        "<th class='name'>metric</th><th class='name'>requirement</th>"
+        "<th>observed</th><th>samples</th><th>verdict</th><th class='name'>note</th>"
+        "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+        "<p class='note'>Latency figures are in milliseconds, rates are fractions "
+        "(0.01 is 1 %), throughput in requests per second.</p>"
+    )
+
+
+def _cell(value: object, digits: int = 2, weak: bool = False) -> str:
+    css = " class='weak'" if weak else ""
+    if value is None:
+        return f"<td{css}>&ndash;</td>"
+    if isinstance(value, float):
+        return f"<td{css}>{value:,.{digits}f}</td>"
+    text = f"{value:,}" if isinstance(value, int) else str(value)
+    return f"<td{css}>{html.escape(text)}</td>"
+
+
+def _endpoint_section(summary: Mapping[str, Any]) -> str:
+    e = html.escape
+    rows = list(summary["endpoints"])
+    if summary.get("totals"):
+        rows.append(summary["totals"])
+    if not rows:
+        return "<h2>Endpoints</h2><p class='note'>No request was recorded.</p>"
+    body = []
+    weak_any = False
+    for r in rows:
+        weak = set(r.get("low_samples", ()))
+        weak_any = weak_any or bool(weak)
+        total = r["method"] == "ALL"
+        name = "all endpoints" if total else f"{r['method']} {r['endpoint']}"
+        error_rate = r.get("error_rate")
+        body.append(
+            f"<tr{' class=total' if total else ''}><td class='name'>{e(name)}</td>"
+            + _cell(r.get("requests"))
+            + _cell(r.get("errors"))
+            + _cell(None if error_rate is None else 100 * error_rate, 2)
+            + _cell(r.get("rps"), 1)
+            + "".join(
+                _cell(r.get(k), 2, k in weak)
+                for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms", "response_p99_ms")
+            )
+            + "</tr>"
+        )
+    note = (
+        "<p class='note'>Service time is measured from the moment a request was "
+        "sent; the last column measures from the moment it was due, so it also "
+        "counts any wait for the load generator."
+    )
+    if weak_any:
+        note += (
+            " Figures in amber rest on fewer samples than that quantile needs "
+            "(10 / (1 &minus; q)) and should not be trusted."
+        )
+    rel = (summary.get("totals") or {}).get("quantile_rel_error") or 0
+    if rel:
+        note += f" Quantiles are from histograms, within {100 * rel:.2f} %."
+    note += "</p>"
+    return (
+        "<h2>Endpoints</h2><table><thead><tr><th class='name'>endpoint</th>"
+        "<th>requests</th><th>errors</th><th>error %</th><th>req/s</th>"
+        "<th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>max ms</th>"
+        "<th>p99 from due ms</th></tr></thead><tbody>"
+        + "".join(body)
+        + "</tbody></table>"
+        + note
+    )
+
+
+def _errors_section(summary: Mapping[str, Any]) -> str:
+    errors = summary["errors"]
+    if not errors:
+        return ""
+    e = html.escape
+    rows = "".join(
+        f"<tr><td class='name'>{e(x['kind'])}</td><td>{x['count']:,}</td></tr>"
+        for x in errors
+    )
+    return (
+        "<h2>Errors by kind</h2><table style='width:auto'><thead><tr>"
+        "<th class='name'>kind</th><th>requests</th></tr></thead><tbody>"
+        + rows
+        + "</tbody></table>"
+    )
+
+
+def _phase_section(summary: Mapping[str, Any]) -> str:
+    phases = summary["phases"]
+    if not phases:
+        return ""
+    e = html.escape
+    rows = "".join(
+        f"<tr><td class='name'>{e(p['name'])}</td><td>{p['start_s']:.1f}</td>"
+        f"<td>{p['end_s']:.1f}</td></tr>"
+        for p in phases
+    )
+    return (
+        "<h2>Phases</h2><table style='width:auto'><thead><tr>"
+        "<th class='name'>phase</th><th>from s</th><th>to s</th></tr></thead>"
+        "<tbody>" + rows + "</tbody></table>"
+    )
+
+
+def _event_section(summary: Mapping[str, Any]) -> str:
+    events = summary["events"]
+    if not events:
+        return ""
+    e = html.escape
+    rows = []
+    for event in events:
+        details = ", ".join(
+            f"{k}={v}" for k, v in event.items() if k not in ("time", "event")
+        )
+        rows.append(
+            f"<tr><td class='name'>{e(str(event['time']))}</td>"
+            f"<td class='name'>{e(str(event['event']))}</td>"
+            f"<td class='name'>{e(details)}</td></tr>"
+        )
+    return (
+        "<h2>Notable events</h2><table><thead><tr><th class='name'>time (UTC)</th>"
+        "<th class='name'>event</th><th class='name'>details</th></tr></thead>"
+        "<tbody>" + "".join(rows) + "</tbody></table>"
+    )
