@@ -15,13 +15,13 @@ everything it found in a :class:`Report`:
    (:mod:`analysis.thresholds`, :mod:`analysis.slo`);
 4. the monitor's samples, when ``resources/`` holds some.
 
-:func:`write_report` then writes three files (the page is rendered by
-:mod:`analysis.page`, the JUnit file by :mod:`analysis.junit`). ``summary.json`` holds every figure
-the HTML shows (the tables, the verdicts, and the window series the plots draw),
-so a CI job or a notebook never has to scrape the page. ``index.html`` is a
-single file with the plots embedded as PNG, no script and no external link, so it
-can be attached to a ticket or opened from an artefact store. ``junit.xml`` holds
-one test case per threshold and SLO entry, and one for the run's own status.
+:func:`write_report` then writes three files. ``summary.json`` holds every figure
+the HTML shows (the tables, the verdicts, and the window series the plots draw), so
+a CI job or a notebook never has to scrape the page. ``index.html``
+(:mod:`analysis.page`) is a single file with the plots embedded as PNG, no script
+and no external link, so it can be attached to a ticket or opened from an artefact
+store. ``junit.xml`` (:mod:`analysis.junit`) holds one test case per threshold and
+SLO entry, and one for the run's own status.
 
 The window length is chosen from the run's span (about 200 windows, at least one
 second) unless given.
