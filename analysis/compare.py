@@ -849,7 +849,7 @@ h1 { font-size: 20px; } h2 { font-size: 17px; margin-top: 28px; }
 table { border-collapse: collapse; margin: 8px 0; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
 th { background: #f2f2f2; } td.name, th.name { text-align: left; }
-td.why { min-width: 16em; } .pair { white-space: nowrap; }
+ul.why { font-size: 13px; color: #444; } .pair { white-space: nowrap; }
 td.worse { background: #f8d0d0; } td.better { background: #d3f0d3; }
 td.same { background: #f4f4f4; } td.other { background: #fbeec5; }
 tr.total td { font-weight: 600; }
@@ -963,23 +963,31 @@ def _table_html(comparison: Comparison) -> str:
         "p99 ms",
         f"median ratio ({level:.0%} interval)",
         "Mann-Whitney p",
-        "why",
     ]
     rows = [
         "<table><tr>"
         + "".join(
-            f"<th class='name'>{esc(h)}</th>" if i in (0, 10) else f"<th>{esc(h)}</th>"
+            f"<th class='name'>{esc(h)}</th>" if i == 0 else f"<th>{esc(h)}</th>"
             for i, h in enumerate(head)
         )
         + "</tr>"
     ]
+    # The reasons are sentences: a list under the table, not a column that would
+    # push the table past the page's width.
+    reasons = []
     for e in comparison.endpoints:
         kind = _VERDICT_CLASS.get(e.verdict, "other")
+        errors_differ = (
+            e.errors is not None and e.errors.p_value < comparison.options.alpha
+        )
+        error_kind = kind if errors_differ else ""
         cells = [
             f"<td class='name'>{esc(e.name)}</td>",
             f"<td class='{kind}'>{esc(e.verdict)}</td>",
             f"<td>{_pair(e, 'requests', '{:d}')}</td>",
-            f"<td class='{kind}'>{_pair(e, 'error_rate', '{:.2%}')}</td>",
+            # Coloured only when the error rates differ significantly: the shift
+            # of the latencies is what the other coloured cells show.
+            f"<td class='{error_kind}'>{_pair(e, 'error_rate', '{:.2%}')}</td>",
             f"<td>{_pair(e, 'rps', '{:.1f}')}</td>",
         ]
         for figure in ("p50_ms", "p95_ms", "p99_ms"):
@@ -989,14 +997,19 @@ def _table_html(comparison: Comparison) -> str:
             m = e.latency.median
             ratio = f"x{m.estimate:.3f} ({m.low:.3f} to {m.high:.3f})"
             p_value = f"{e.latency.p_value:.2g}"
-        cells += [
-            f"<td>{esc(ratio)}</td>",
-            f"<td>{esc(p_value)}</td>",
-            f"<td class='name small why'>{esc('; '.join(e.reasons))}</td>",
-        ]
+        cells += [f"<td>{esc(ratio)}</td>", f"<td>{esc(p_value)}</td>"]
         css = " class='total'" if e.is_total else ""
         rows.append(f"<tr{css}>" + "".join(cells) + "</tr>")
+        if e.reasons:
+            reasons.append(
+                f"<li><strong>{esc(e.name)}</strong> ({esc(e.verdict)}): "
+                f"{esc('; '.join(e.reasons))}</li>"
+            )
     rows.append("</table>")
+    if reasons:
+        rows.append("<p>Why each verdict:</p><ul class='why'>")
+        rows.extend(reasons)
+        rows.append("</ul>")
     return "\n".join(rows)
 
 
