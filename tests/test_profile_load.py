@@ -527,15 +527,9 @@ def test_profile_example_in_the_documentation_loads() -> None:
     assert variant.load.duration_s == 13 * 60
 
 
-SHIPPED = [
-    *sorted((ROOT / "profiles").glob("*.yaml")),
-    ROOT / "harness/demo/profile.yaml",
-]
-
-
-@pytest.mark.parametrize("file", SHIPPED, ids=lambda p: p.name)
-def test_shipped_profiles_load(file: Path) -> None:
-    profile = load_profile(file, env={})
+def test_the_embedded_demo_profile_loads_without_any_environment() -> None:
+    # The profiles under profiles/ are loaded (and run) by test_bundled_profiles.py.
+    profile = load_profile(ROOT / "harness/demo/profile.yaml", env={})
     assert profile.scenarios
 
 
