@@ -89,6 +89,12 @@ MIN_SPREAD = 1.25
 """Offered load that never rose by this factor above its lowest level "never varied":
 one level cannot locate a breaking point."""
 
+MAX_FIT_POINTS = 2000
+"""Theil–Sen compares every pair of points (n² / 2 slopes): a longer series is first
+reduced to this many medians of consecutive points (a night sampled every second,
+28,800 samples, becomes medians of 15), which keeps the fit robust and below a
+second."""
+
 _BATCH_ROWS = 1 << 20
 
 
@@ -140,6 +146,18 @@ def _confidence(alpha: float) -> float:
     return 1.0 - alpha
 
 
+def _fit(
+    y: npt.NDArray[np.float64], x: npt.NDArray[np.float64], confidence: float
+) -> Any:
+    """Theil–Sen fit of ``y`` against ``x`` (sorted), on at most
+    :data:`MAX_FIT_POINTS` points."""
+    if len(x) > MAX_FIT_POINTS:
+        groups = np.array_split(np.arange(len(x)), MAX_FIT_POINTS)
+        x = np.array([np.median(x[g]) for g in groups])
+        y = np.array([np.median(y[g]) for g in groups])
+    return stats.theilslopes(y, x, confidence)
+
+
 def _mib(value: float) -> str:
     return f"{value / MIB:.1f} MiB"
 
@@ -147,7 +165,9 @@ def _mib(value: float) -> str:
 def _size(value: float) -> str:
     if abs(value) >= MIB:
         return _mib(value)
-    return f"{value / 1024:.1f} KiB"
+    if abs(value) >= 1024:
+        return f"{value / 1024:.1f} KiB"
+    return f"{value:.0f} B"
 
 
 def _number(value: float) -> str:
@@ -247,15 +267,28 @@ def _request_counter(run: Run) -> RequestCounter:
     return count
 
 
-def _stretches(pid_sets: list[frozenset[int]]) -> list[tuple[int, int]]:
-    """``[first, last)`` index ranges between restarts: a restart is a sample that
-    shares no pid with the one before (a worker that comes and goes under the same
-    parent is not one)."""
-    bounds = [0]
-    for i in range(1, len(pid_sets)):
-        if pid_sets[i].isdisjoint(pid_sets[i - 1]):
-            bounds.append(i)
-    bounds.append(len(pid_sets))
+def _stretches(
+    instant: npt.NDArray[np.int64], pid: npt.NDArray[np.float64], instants: int
+) -> list[tuple[int, int]]:
+    """``[first, last)`` ranges of instants between restarts, from one row per
+    process per instant (``instant`` numbers 0..instants-1, ``pid`` NaN when not
+    known). A restart is an instant that shares no pid with the last instant that
+    had pids; a worker that comes and goes under the same parent is not one."""
+    known = np.isfinite(pid)
+    if not known.any():
+        return [(0, instants)] if instants else []
+    rows = pd.DataFrame({"instant": instant[known], "pid": pid[known]})
+    rows = rows.drop_duplicates()
+    with_pids = np.unique(rows["instant"].to_numpy())
+    # Number the instants that have pids 0, 1, 2...: instants without any are
+    # skipped, so each is compared with the last one that had some.
+    rows["rank"] = np.searchsorted(with_pids, rows["instant"].to_numpy())
+    before = rows[["rank", "pid"]].assign(rank=rows["rank"] + 1)
+    common = rows[["rank", "pid"]].merge(before, on=["rank", "pid"])["rank"]
+    restart = np.ones(len(with_pids), bool)
+    restart[0] = False
+    restart[common.to_numpy()] = False
+    bounds = [0, *with_pids[restart].tolist(), instants]
     return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
@@ -310,21 +343,16 @@ def leak_from_samples(
             f"No memory samples of {source!r}: the monitor was off or did not find "
             "the target (give --monitor-port or --monitor-pid).",
         )
-    grouped = rows.groupby("time_ns", sort=True)
-    total = grouped["rss_bytes"].sum().astype(np.float64)
-    if "pid" in rows.columns:
-        pid_sets = [
-            frozenset(int(p) for p in group.dropna()) for _, group in grouped["pid"]
-        ]
-    else:
-        pid_sets = [frozenset() for _ in range(len(total))]
-    # Sets without a pid cannot show a restart; treat them as the one before.
-    for i in range(1, len(pid_sets)):
-        if not pid_sets[i]:
-            pid_sets[i] = pid_sets[i - 1]
-    spans = _stretches(pid_sets)
-    restarts = len(spans) - 1
+    total = rows.groupby("time_ns", sort=True)["rss_bytes"].sum().astype(np.float64)
     times_ns = total.index.to_numpy(np.int64)
+    instant = np.searchsorted(times_ns, rows["time_ns"].to_numpy(np.int64))
+    pid = (
+        rows["pid"].to_numpy(np.float64, na_value=np.nan)
+        if "pid" in rows.columns
+        else np.full(len(rows), np.nan)
+    )
+    spans = _stretches(instant, pid, len(times_ns))
+    restarts = len(spans) - 1
     first, last = max(spans, key=lambda s: (times_ns[s[1] - 1] - times_ns[s[0]], -s[0]))
     t_ns = times_ns[first:last]
     rss = total.to_numpy()[first:last]
@@ -332,8 +360,8 @@ def leak_from_samples(
     keep = t_ns >= cut_ns
     t_ns, rss = t_ns[keep], rss[keep]
     restart_note = (
-        f" The target restarted {restarts} time(s); only the longest stretch "
-        "between restarts was judged."
+        f" Every process of {source!r} was replaced {restarts} time(s) (a "
+        "restart); only the longest stretch between restarts was judged."
         if restarts
         else ""
     )
@@ -347,7 +375,7 @@ def leak_from_samples(
         )
     run_start_ns = int(times_ns[0])
     x_s = (t_ns - t_ns[0]) / 1e9
-    fit = stats.theilslopes(rss, x_s, confidence)
+    fit = _fit(rss, x_s, confidence)
     slope, low, high = float(fit.slope), float(fit.low_slope), float(fit.high_slope)
     span_s = float(x_s[-1])
     start = float(fit.intercept)
@@ -446,8 +474,7 @@ def window_load(run: Run, every: str | float, *, at: str = "start") -> pd.DataFr
             batch_size=_BATCH_ROWS, columns=columns
         ):
             table = pa.Table.from_batches([batch])
-            phase = table.column("phase").cast(pa.string())
-            loaded = pc.fill_null(pc.not_equal(phase, "setup"), True)
+            loaded = _not_setup(table.column("phase"))
             keyed = table.column(key).to_numpy() // every_ns
             offered = table.column("offered").to_numpy(zero_copy_only=False)
             mask = loaded.to_numpy(zero_copy_only=False) & np.isfinite(offered)
@@ -473,6 +500,20 @@ def window_load(run: Run, every: str | float, *, at: str = "start") -> pd.DataFr
     )
 
 
+def _not_setup(phase: pa.ChunkedArray) -> pa.ChunkedArray:
+    """True for the rows whose phase is not ``setup`` (a null phase included)."""
+    chunks = []
+    for chunk in phase.chunks:
+        if pa.types.is_dictionary(chunk.type):
+            # Compare the few distinct names, not a string per row.
+            names = pc.not_equal(chunk.dictionary, "setup")
+            chunk = pc.take(names, chunk.indices)
+        else:
+            chunk = pc.not_equal(chunk, "setup")
+        chunks.append(pc.fill_null(chunk, True))
+    return pa.chunked_array(chunks, pa.bool_())
+
+
 def _offered_unit(run: Run) -> str:
     model = run.manifest.get("profile", {}).get("load", {}).get("model")
     return "VUs" if model == "closed" else "iterations/s"
@@ -491,6 +532,8 @@ class DegradationFinding(_AsDict):
     """The per-window service-time quantile followed (``p50``)."""
     offered_level: float
     """The steady offered load judged (most common level, ±tolerance)."""
+    unit: str
+    """Of the offered load: "iterations/s" (open model) or "VUs" (closed)."""
     windows: int
     """Windows at that level with enough samples, judged."""
     windows_usable: int
@@ -539,6 +582,7 @@ def detect_degradation(
     return degradation_from_windows(
         frame,
         quantile=quantile,
+        unit=_offered_unit(run),
         min_relative=min_relative,
         alpha=alpha,
         level_tolerance=level_tolerance,
@@ -575,6 +619,7 @@ def degradation_from_windows(
     frame: pd.DataFrame,
     *,
     quantile: str = "p50",
+    unit: str = "iterations/s",
     min_relative: float = 0.10,
     alpha: float = 0.01,
     level_tolerance: float = DEFAULT_LEVEL_TOLERANCE,
@@ -608,7 +653,7 @@ def degradation_from_windows(
 
     def not_enough(level: float, kept: int, why: str) -> DegradationFinding:
         return DegradationFinding(
-            "not enough data", label, level, kept, int(usable.sum()),
+            "not enough data", label, level, unit, kept, int(usable.sum()),
             nan, nan, nan, nan, nan, nan, why,
         )  # fmt: skip
 
@@ -627,13 +672,13 @@ def degradation_from_windows(
             level,
             int(kept.size),
             f"The offered load never held still: its most common level, "
-            f"{_number(level)}, lasted only {kept.size} windows ({min_windows} "
+            f"{_number(level)} {unit}, lasted only {kept.size} windows ({min_windows} "
             "needed). Degradation is judged at a constant load; add a steady phase.",
         )
-    stamps = pd.to_datetime(frame["window_start"]).to_numpy()[kept]
-    x_h = (stamps - stamps[0]).astype("timedelta64[ns]").astype(np.int64) / 3.6e12
+    stamps = pd.DatetimeIndex(pd.to_datetime(frame["window_start"], utc=True))[kept]
+    x_h = ((stamps - stamps[0]) / pd.Timedelta(hours=1)).to_numpy(np.float64)
     y = value[kept]
-    fit = stats.theilslopes(y, x_h, confidence)
+    fit = _fit(y, x_h, confidence)
     slope, low, high = float(fit.slope), float(fit.low_slope), float(fit.high_slope)
     span_h = float(x_h[-1])
     start = float(fit.intercept)
@@ -648,7 +693,7 @@ def degradation_from_windows(
         verdict = "stable"
     figures = (
         f"service {label} went from {start:.3g} ms by {slope * span_h:+.3g} ms "
-        f"({relative:+.0%}) over {span_h * 3600:.0f} s at {_number(level)} offered, "
+        f"({relative:+.0%}) over {span_h * 3600:.0f} s at {_number(level)} {unit}, "
         f"a trend of {slope:+.4g} ms/h ({confidence:.0%} interval {low:+.4g} to "
         f"{high:+.4g}), from {kept.size} windows"
     )
@@ -656,8 +701,8 @@ def degradation_from_windows(
         "degrading": f"Latency rose at a constant load: {figures}. A service that "
         "slows down while the load stays the same is accumulating something "
         "(data, fragmentation, connections).",
-        "improving": f"Latency fell at a constant load: {figures} (caches warming "
-        "up, a JIT, or a load that eased elsewhere).",
+        "improving": f"Latency fell at a constant load: {figures} (caches "
+        "warming up, or contention from something else that went away).",
         "stable": f"Latency held steady at a constant load: {figures}; the trend "
         f"stays within ±{min_relative:.0%} or is not distinguishable from zero.",
     }[verdict]
@@ -665,6 +710,7 @@ def degradation_from_windows(
         verdict=verdict,
         quantile=label,
         offered_level=level,
+        unit=unit,
         windows=int(kept.size),
         windows_usable=int(usable.sum()),
         judged_span_s=span_h * 3600,
@@ -748,7 +794,7 @@ def detect_breaking_point(
     ``goodput_ratio_min`` × baseline ratio × offered, the error rate passes
     ``error_rate_max``, or the p95 passes ``latency_factor`` × the baseline and
     the baseline + ``latency_floor_ms``. The break is the first failing bin that the
-    next judged bin confirms (or the last bin), so one noisy window on a shared
+    next judged bin confirms (or the last bin), so one noisy window on a busy
     machine does not place it.
     """
     frame = windows(run, every, by=(), quantiles=(0.95,), at="intended")
@@ -897,9 +943,14 @@ def breaking_point_from_windows(
             broken = i
             break
     top = judged[-1].offered
+    per = (
+        "requests per iteration"
+        if unit == "iterations/s"
+        else f"requests/s per {unit[:-1]}"
+    )
     basis = (
-        f"baseline p95 {base_p95:.3g} ms and {ratio:.3g} requests per unit of load "
-        f"below {_number(cut)} {unit}"
+        f"baseline below {_number(cut)} {unit}: p95 {base_p95:.3g} ms, "
+        f"{ratio:.2f} {per}"
     )
     if broken is None:
         return BreakingPointFinding(
