@@ -1011,11 +1011,11 @@ def breaking_point_from_windows(
 Finding: TypeAlias = LeakFinding | DegradationFinding | BreakingPointFinding
 
 
-def detect_all(run: Run) -> dict[str, Finding]:
-    """The three detectors with their defaults: keys ``leak``, ``degradation``,
-    ``breaking_point``."""
+def detect_all(run: Run, *, every: str | float = "5s") -> dict[str, Finding]:
+    """The three detectors, windows of ``every`` for the two that use windows:
+    keys ``leak``, ``degradation``, ``breaking_point``."""
     return {
         "leak": detect_leak(run),
-        "degradation": detect_degradation(run),
-        "breaking_point": detect_breaking_point(run),
+        "degradation": detect_degradation(run, every=every),
+        "breaking_point": detect_breaking_point(run, every=every),
     }

@@ -67,6 +67,7 @@ def render_html(summary: Mapping[str, Any], images: Sequence[tuple[str, str]]) -
         f"{e(_duration_text(run.get('duration_s')))}</p>",
         _facts(run),
         _verdict_section(summary),
+        _findings_section(summary),
         _endpoint_section(summary),
         _errors_section(summary),
     ]
@@ -161,6 +162,40 @@ def _verdict_section(summary: Mapping[str, Any]) -> str:
         "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
         "<p class='note'>Latency figures are in milliseconds, rates are fractions "
         "(0.01 is 1 %), throughput in requests per second.</p>"
+    )
+
+
+_FINDING_TITLES = {
+    "leak": "Memory leak",
+    "degradation": "Degradation over time",
+    "breaking_point": "Breaking point",
+}
+_FINDING_ALARMS = ("leak suspected", "degrading", "broke at")
+
+
+def _findings_section(summary: Mapping[str, Any]) -> str:
+    """The detectors' verdicts, each with the sentence that explains it."""
+    findings = summary.get("findings") or {}
+    if not findings:
+        return ""
+    e = html.escape
+    rows = []
+    for name, finding in findings.items():
+        verdict = str(finding.get("verdict", ""))
+        alarm = verdict.startswith(_FINDING_ALARMS)
+        calm = verdict in ("no leak", "stable") or verdict.startswith("held up")
+        kind = "failed" if alarm else "passed" if calm else "neutral"
+        rows.append(
+            f"<tr><td class='name'>{e(_FINDING_TITLES.get(name, name))}</td>"
+            f"<td><span class='badge {kind}'>{e(verdict)}</span></td>"
+            f"<td class='name'>{e(str(finding.get('explanation', '')))}</td></tr>"
+        )
+    return (
+        "<h2>Findings</h2><table><thead><tr><th class='name'>question</th>"
+        "<th>answer</th><th class='name'>why</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table><p class='note'>From the records and the resource "
+        "samples; the methods are in docs/detectors.md of the harness.</p>"
     )
 
 

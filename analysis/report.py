@@ -33,6 +33,7 @@ import base64
 import datetime as dt
 import io
 import json
+import logging
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,12 +47,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
-from . import __version__, plots, windows
+from . import __version__, detect, plots, windows
 from .dataset import Run, open_run
 from .junit import render_junit
 from .page import render_html
 from .slo import SloVerdict, evaluate_slos, parse_slos
 from .thresholds import Verdict, evaluate
+
+log = logging.getLogger("analysis.report")
 
 FORMAT_VERSION = 1
 """Version of the ``summary.json`` layout; a change that removes or renames a
@@ -161,6 +164,7 @@ def build_report(source: Run | str | Path, *, every: str | None = None) -> Repor
     slo_verdicts = evaluate_slos(run, parse_slos(slo_block)) if slo_block else []
     resources = run.resources()
     target_res, harness_res = _resource_series(resources)
+    findings = _findings(run, every_text)
 
     endpoints = _endpoint_rows(whole)
     order = [
@@ -175,6 +179,7 @@ def build_report(source: Run | str | Path, *, every: str | None = None) -> Repor
         "verdict": _verdict(threshold_verdicts, slo_verdicts),
         "thresholds": [_threshold_json(v) for v in threshold_verdicts],
         "slos": [_slo_json(v) for v in slo_verdicts],
+        "findings": findings,
         "totals": next((r for r in endpoints if r["method"] == "ALL"), None),
         "endpoints": [r for r in endpoints if r["method"] != "ALL"],
         "errors": _errors(whole),
@@ -249,6 +254,29 @@ def build_report(source: Run | str | Path, *, every: str | None = None) -> Repor
         for stem, caption, _ in report.figures
     ]
     return report
+
+
+def _findings(run: Run, every: str) -> dict[str, dict[str, Any]]:
+    """What the detectors say (:mod:`analysis.detect`), each as a JSON object.
+
+    A detector that fails is reported as such, and the rest of the report is still
+    written: the findings are an opinion on the records, the records are the facts."""
+    out: dict[str, dict[str, Any]] = {}
+    detectors = {
+        "leak": lambda: detect.detect_leak(run),
+        "degradation": lambda: detect.detect_degradation(run, every=every),
+        "breaking_point": lambda: detect.detect_breaking_point(run, every=every),
+    }
+    for name, call in detectors.items():
+        try:
+            out[name] = call().as_dict()
+        except Exception as exc:  # see the docstring
+            log.warning("detector %s failed", name, exc_info=True)
+            out[name] = {
+                "verdict": "detector failed",
+                "explanation": f"the {name} detector failed: {exc}",
+            }
+    return out
 
 
 def table_has_rows(frame: pd.DataFrame) -> bool:

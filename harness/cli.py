@@ -314,7 +314,16 @@ def _write_report(run: Run) -> None:
             err=True,
         )
         return
+    _print_findings(files.summary_json)
     click.echo(f"report: {files.html}")
+
+
+def _print_findings(summary_json: Path) -> None:
+    """One line per detector: its verdict and why."""
+    summary = json.loads(summary_json.read_text("utf-8"))
+    for name, finding in (summary.get("findings") or {}).items():
+        label = name.replace("_", " ")
+        click.echo(f"{label}: {finding['verdict']} - {finding['explanation']}")
 
 
 def _judge(profile: Profile, run: Run) -> bool:
@@ -422,6 +431,7 @@ def report(run_dir: Path, out: Path | None, every: str | None, check: bool) -> N
     except (ReportError, WindowSpecError) as exc:
         raise UsageError(str(exc)) from None
     summary = json.loads(files.summary_json.read_text("utf-8"))
+    _print_findings(files.summary_json)
     click.echo(f"report: {files.html}")
     click.echo(f"summary: {files.summary_json}")
     click.echo(f"junit: {files.junit_xml}")

@@ -117,6 +117,12 @@ def test_summary_json_figures_equal_pandas_on_the_same_parquet(
     windows = summary["windows"]["total"]
     assert sum(w["requests"] for w in windows) == len(frame)
     assert [p["name"] for p in summary["phases"]] == ["warm up", "steady"]
+    # The detectors answered, each with its reason (this run is too short and too
+    # flat for most of them to judge, and says so rather than guessing).
+    assert set(summary["findings"]) == {"leak", "degradation", "breaking_point"}
+    for finding in summary["findings"].values():
+        assert finding["verdict"] and finding["explanation"]
+        assert finding["verdict"] != "detector failed", finding
 
 
 def test_threshold_verdicts_and_junit_name_the_failed_threshold(
@@ -157,6 +163,7 @@ def test_the_page_is_one_self_contained_file_with_every_plot(
     has_resources = not open_run(slow_run[0]).resources().empty
     assert len(images) == 4 + has_resources
     assert "GET /api/user/profile" in page
+    assert "<h2>Findings</h2>" in page and "Breaking point" in page
     assert "p(95)&lt;20" in page
     # No secret from the profile reaches the page or the JSON.
     summary_text = (slow_run[0] / "report" / "summary.json").read_text()
