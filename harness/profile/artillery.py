@@ -329,14 +329,7 @@ class ArtilleryLoader(_Loader):
         if entry is None or _is_null(entry.node):
             return ()
         out = []
-        for item in self.mapping(entry.node, entry.path, None, "variables").values():
-            if not NAME_PATTERN.fullmatch(item.key):
-                self.fail(
-                    item.key_node,
-                    item.path,
-                    f"variable name {item.key!r} cannot be used in a template",
-                    "use letters, digits and '_', not starting with a digit",
-                )
+        for item in self.variable_items(entry):
             parts = (
                 self.sequence(item, "values", f"{item.key}: [a, b]")
                 if isinstance(item.node, SequenceNode)

@@ -744,14 +744,7 @@ class _Loader:
         if entry is None or _is_null(entry.node):
             return ()
         out = []
-        for item in self.mapping(entry.node, entry.path, None, "variables").values():
-            if not NAME_PATTERN.fullmatch(item.key):
-                self.fail(
-                    item.key_node,
-                    item.path,
-                    f"variable name {item.key!r} cannot be used in a template",
-                    "use letters, digits and '_', not starting with a digit",
-                )
+        for item in self.variable_items(entry):
             written = self.as_written(item)
             if "{{" in written:
                 self.bad(
@@ -765,6 +758,19 @@ class _Loader:
             source = written if from_env else ""
             out.append(Variable(item.key, value, secret, source))
         return tuple(out)
+
+    def variable_items(self, entry: _Entry) -> Iterator[_Entry]:
+        """The entries of a ``variables`` mapping, each name checked to be usable
+        in a template."""
+        for item in self.mapping(entry.node, entry.path, None, "variables").values():
+            if not NAME_PATTERN.fullmatch(item.key):
+                self.fail(
+                    item.key_node,
+                    item.path,
+                    f"variable name {item.key!r} cannot be used in a template",
+                    "use letters, digits and '_', not starting with a digit",
+                )
+            yield item
 
     # -- http -------------------------------------------------------------------------
 
