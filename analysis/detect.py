@@ -85,6 +85,14 @@ DEFAULT_BIN_RATIO = 1.1
 """Offered-load bins are geometric, each 10 % wider than the one below."""
 DEFAULT_MIN_BIN_REQUESTS = 100
 """A bin with fewer requests than this is shown but not judged."""
+BASELINE_MIN_REQUESTS = 1000
+"""The baseline is widened, up to the median offered load, until it holds this many
+requests: 1000 requests of 3 per iteration measure requests per iteration within
+about 6 % (one standard deviation of Poisson arrivals)."""
+GOODPUT_Z = 3.29
+"""Standard normal quantile for 99.95 %: how far under the expected goodput a level
+must fall, in standard deviations of its counting noise, to fail on goodput. The
+rule judges every run, so it is set to cry wolf about once in 2000 levels."""
 MIN_SPREAD = 1.25
 """Offered load that never rose by this factor above its lowest level "never varied":
 one level cannot locate a breaking point."""
@@ -442,6 +450,12 @@ def window_load(run: Run, every: str | float, *, at: str = "start") -> pd.DataFr
     """Per window: the mean offered load of the requests keyed in it, and the
     requests that *ended* in it (``completed``, ``completed_ok``).
 
+    The mean is harmonic: at a rate r(t), requests arrive in proportion to r, so an
+    arithmetic mean of their labels leans to the busy end of a ramp (a window half
+    at 10/s and half ramping to 30/s reads 20 instead of 16). Weighting each
+    request by 1/r undoes that: n / sum(1/r) is the rate averaged over the time
+    the window's requests span.
+
     ``at`` keys the offered load on ``start_ns`` or ``intended_ns``; completions
     are always keyed on their end (``start_ns + latency_ns``), which is when the
     service delivered them. Setup requests (phase ``setup``) carry no offered load
@@ -454,7 +468,7 @@ def window_load(run: Run, every: str | float, *, at: str = "start") -> pd.DataFr
         raise DetectorError(f"at={at!r} must be 'start' or 'intended'")
     key = f"{at}_ns"
     columns = sorted({key, "start_ns", "latency_ns", "error", "phase", "offered"})
-    offered_sum: dict[int, float] = {}
+    inverse_sum: dict[int, float] = {}
     offered_n: dict[int, int] = {}
     done: dict[int, int] = {}
     ok: dict[int, int] = {}
@@ -477,8 +491,13 @@ def window_load(run: Run, every: str | float, *, at: str = "start") -> pd.DataFr
             loaded = _not_setup(table.column("phase"))
             keyed = table.column(key).to_numpy() // every_ns
             offered = table.column("offered").to_numpy(zero_copy_only=False)
-            mask = loaded.to_numpy(zero_copy_only=False) & np.isfinite(offered)
-            add(offered_sum, keyed[mask], offered[mask].astype(np.float64))
+            offered = offered.astype(np.float64)
+            mask = (
+                loaded.to_numpy(zero_copy_only=False)
+                & np.isfinite(offered)
+                & (offered > 0)
+            )
+            add(inverse_sum, keyed[mask], 1.0 / offered[mask])
             add(offered_n, keyed[mask], None)
             start = table.column("start_ns").to_numpy()
             end = (start + table.column("latency_ns").to_numpy()) // every_ns
@@ -486,7 +505,7 @@ def window_load(run: Run, every: str | float, *, at: str = "start") -> pd.DataFr
             add(done, end, None)
             add(ok, end[good], None)
     index = sorted(set(offered_n) | set(done))
-    mean = [offered_sum.get(i, 0.0) / offered_n[i] if i in offered_n else math.nan
+    mean = [offered_n[i] / inverse_sum[i] if i in offered_n else math.nan
             for i in index]  # fmt: skip
     return pd.DataFrame(
         {
@@ -841,6 +860,35 @@ def _levels(
     return levels
 
 
+def _baseline_cut(rows: pd.DataFrame, share: float) -> float:
+    """The highest offered load of the baseline: the lowest ``share`` of the
+    windows' offered loads, raised (up to the median) until the baseline holds
+    :data:`BASELINE_MIN_REQUESTS` requests, so its requests per unit of load is not
+    read off a few dozen arrivals."""
+    cut = float(np.quantile(rows["offered"], share))
+    ceiling = float(np.quantile(rows["offered"], max(share, 0.5)))
+    by_load = rows.sort_values("offered", kind="stable")
+    enough = by_load["requests"].cumsum().to_numpy() >= BASELINE_MIN_REQUESTS
+    if enough.any():
+        needed = float(by_load["offered"].to_numpy()[int(np.argmax(enough))])
+        cut = max(cut, min(needed, ceiling))
+    return cut
+
+
+def _goodput_short(kept: float, ratio_min: float, relative_noise: float) -> bool:
+    """True when the share of the expected goodput that was delivered, ``kept``,
+    is under ``ratio_min`` *and* under 1 beyond what counting noise explains.
+
+    The expected goodput scales the baseline's requests per unit of load, itself
+    measured on few arrivals, and the level's own count varies with its arrivals
+    (Poisson arrivals of 40 iterations vary by 16 %); ``relative_noise`` is the
+    combined relative standard deviation. A level falls short only when ``kept``
+    times (1 + z × noise) at 99.95 % (z = 3.29) still stays under 1: its goodput is
+    then short of the load with that confidence, not by chance.
+    """
+    return kept < ratio_min and kept * (1.0 + GOODPUT_Z * relative_noise) < 1.0
+
+
 def breaking_point_from_windows(
     frame: pd.DataFrame,
     *,
@@ -896,9 +944,15 @@ def breaking_point_from_windows(
             highest=highest,
             capacity=capacity,
         )
-    cut = float(np.quantile(rows["offered"], baseline_share))
+    cut = _baseline_cut(rows, baseline_share)
     base = rows[rows["offered"] <= cut]
-    ratio = float(np.nanmedian(base["goodput_rps"] / base["offered"]))
+    # A ratio of sums: at the lowest loads a window holds a few arrivals, and the
+    # median of per-window ratios follows their noise.
+    ratio = float(base["goodput_rps"].sum() / base["offered"].sum())
+    base_requests = float(base["requests"].sum())
+    # Requests arrive in clumps of an iteration's requests (open model), so a
+    # count of n requests varies by about sqrt(n * per_arrival).
+    per_arrival = max(1.0, ratio) if unit == "iterations/s" else 1.0
     base_p95 = float(np.nanmedian(base["response_p95_ms"]))
     limit_ms = max(latency_factor * base_p95, base_p95 + latency_floor_ms)
     levels = _levels(rows, bin_ratio, min_bin_requests)
@@ -907,7 +961,14 @@ def breaking_point_from_windows(
         if not level["judged"]:
             return ()
         failed = []
-        if level["goodput_rps"] < goodput_ratio_min * ratio * level["offered"]:
+        if _goodput_short(
+            level["goodput_rps"] / (ratio * level["offered"]),
+            goodput_ratio_min,
+            math.sqrt(
+                per_arrival / max(float(level["requests"]), 1.0)
+                + per_arrival / max(base_requests, 1.0)
+            ),
+        ):
             failed.append("goodput")
         if level["error_rate"] > error_rate_max:
             failed.append("errors")
