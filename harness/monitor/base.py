@@ -15,6 +15,7 @@ is dropped by the writer with a warning.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Protocol
 
@@ -113,3 +114,43 @@ def redact_credentials(text: str) -> str:
     ``redis://:pw@h`` and ``postgresql://u:pw@h/db`` and ``password=pw`` alike."""
     text = _URL_PASSWORD.sub(r"\g<head><secret>@", text)
     return _KV_PASSWORD.sub(r"\g<head><secret>", text)
+
+
+def scrub_secret(exc: BaseException, secret: str | None) -> str:
+    """The error's message on one line, with ``secret`` (a password the sampler
+    was given) replaced by ``***``; the exception's type when it has no message."""
+    text = " ".join(str(exc).split())
+    if secret:
+        text = text.replace(secret, "***")
+    return text or type(exc).__name__
+
+
+class Outage:
+    """Whether a remote sampler's source answers, said once per change: a warning
+    when it stops answering, an info line when it answers again, so a server that
+    is down for an hour writes two lines, not 3600."""
+
+    def __init__(self, log: logging.Logger, source: str, shown: str, verb: str):
+        self._log = log
+        self._source = source
+        self._shown = shown
+        self._verb = verb
+        self.failing = False
+
+    def failed(self, why: str) -> None:
+        if not self.failing:
+            self._log.warning(
+                "%s: %s %s failed (%s); recording nulls until it answers",
+                self._source,
+                self._verb,
+                self._shown,
+                why,
+            )
+            self.failing = True
+
+    def answered(self) -> None:
+        if self.failing:
+            self._log.info(
+                "%s: %s %s works again", self._source, self._verb, self._shown
+            )
+            self.failing = False

@@ -39,7 +39,7 @@ import math
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from .base import MonitorError
+from .base import MonitorError, Outage, scrub_secret
 
 log = logging.getLogger("harness.monitor.postgres")
 
@@ -120,7 +120,7 @@ class PostgresSampler:
         self._dsn = dsn
         self._password = str(conninfo_to_dict(dsn).get("password") or "")
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
-        self._failing = False
+        self._outage = Outage(log, source, self.shown, "sampling")
 
     def open(self) -> None:
         """Connect and run the query once; :class:`MonitorError` if either fails."""
@@ -145,18 +145,9 @@ class PostgresSampler:
         except psycopg.Error as exc:
             if self._conn is not None and (self._conn.broken or self._conn.closed):
                 self.close()
-            if not self._failing:
-                log.warning(
-                    "%s: sampling %s failed (%s); recording nulls until it answers",
-                    self.source,
-                    self.shown,
-                    self._scrub(exc),
-                )
-                self._failing = True
+            self._outage.failed(self._scrub(exc))
             return [{"source": self.source, **dict.fromkeys(COLUMNS)}]
-        if self._failing:
-            log.info("%s: sampling %s works again", self.source, self.shown)
-            self._failing = False
+        self._outage.answered()
         return [row]
 
     def close(self) -> None:
@@ -204,7 +195,4 @@ class PostgresSampler:
         }
 
     def _scrub(self, exc: BaseException) -> str:
-        text = " ".join(str(exc).split())
-        if self._password:
-            text = text.replace(self._password, "***")
-        return text or type(exc).__name__
+        return scrub_secret(exc, self._password)

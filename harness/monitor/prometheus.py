@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .base import MonitorError
+from .base import MonitorError, Outage
 
 log = logging.getLogger("harness.monitor.prometheus")
 
@@ -159,7 +159,7 @@ class PrometheusSampler:
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         self._last_cpu: tuple[float, int] | None = None
         """CPU seconds and the monotonic instant of the previous good scrape."""
-        self._failing = False
+        self._outage = Outage(log, source, self.url, "scraping")
         self._missing: set[str] = set()
 
     def open(self) -> None:
@@ -187,19 +187,10 @@ class PrometheusSampler:
         try:
             values, at_ns = self._scrape()
         except _ScrapeFailed as exc:
-            if not self._failing:
-                log.warning(
-                    "%s: scraping %s failed (%s); recording nulls until it answers",
-                    self.source,
-                    self.url,
-                    exc,
-                )
-                self._failing = True
+            self._outage.failed(str(exc))
             self._last_cpu = None
             return [self._row({}, None)]
-        if self._failing:
-            log.info("%s: scraping %s works again", self.source, self.url)
-            self._failing = False
+        self._outage.answered()
         self._note_missing(values)
         return [self._row(values, self._cpu_percent(values, at_ns))]
 

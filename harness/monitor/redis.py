@@ -34,7 +34,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .base import MonitorError
+from .base import MonitorError, Outage, scrub_secret
 
 log = logging.getLogger("harness.monitor.redis")
 
@@ -101,7 +101,7 @@ class RedisSampler:
         self._password = urllib.parse.urlsplit(url).password or ""
         self._last: tuple[int, int] | None = None
         """Keyspace hits and misses at the previous good sample."""
-        self._failing = False
+        self._outage = Outage(log, source, self.shown, "sampling")
 
     def open(self) -> None:
         """Read ``INFO`` once; :class:`MonitorError` if the server cannot be read."""
@@ -122,18 +122,9 @@ class RedisSampler:
             info = self._client.info()
         except (redis.RedisError, OSError) as exc:
             self._last = None
-            if not self._failing:
-                log.warning(
-                    "%s: sampling %s failed (%s); recording nulls until it answers",
-                    self.source,
-                    self.shown,
-                    self._scrub(exc),
-                )
-                self._failing = True
+            self._outage.failed(self._scrub(exc))
             return [{"source": self.source, **dict.fromkeys(COLUMNS)}]
-        if self._failing:
-            log.info("%s: sampling %s works again", self.source, self.shown)
-            self._failing = False
+        self._outage.answered()
         return [self._row(info)]
 
     def close(self) -> None:
@@ -174,10 +165,7 @@ class RedisSampler:
         return new_hits / (new_hits + new_misses)
 
     def _scrub(self, exc: BaseException) -> str:
-        text = " ".join(str(exc).split())
-        if self._password:
-            text = text.replace(self._password, "***")
-        return text or type(exc).__name__
+        return scrub_secret(exc, self._password)
 
 
 def _int(value: object) -> int | None:
