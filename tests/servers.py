@@ -20,7 +20,8 @@ pid {root}/nginx.pid;
 error_log {root}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    access_log off;
+    log_format uri '$request_uri';
+    {access_log}
     client_body_temp_path {root}/body;
     proxy_temp_path {root}/proxy;
     fastcgi_temp_path {root}/fastcgi;
@@ -36,6 +37,7 @@ http {{
             default_type application/json;
             return 200 '{{"data": {{"access_token": "abc", "items": [1, 2, 3]}}}}';
         }}
+        location /u {{ return 200 "ok\n"; }}
         location = /status/404 {{ return 404; }}
         location = /status/500 {{ return 500; }}
         location = /close {{ keepalive_timeout 0; return 200 "bye\\n"; }}
@@ -69,8 +71,9 @@ def nginx_binary() -> str | None:
 
 
 @contextmanager
-def run_nginx(root: Path) -> Iterator[str]:
-    """Start nginx on a free loopback port; yield its base URL; stop it after."""
+def run_nginx(root: Path, *, log_uris: bool = False) -> Iterator[str]:
+    """Start nginx on a free loopback port; yield its base URL; stop it after.
+    With ``log_uris`` it writes every request URI to ``root / "access.log"``."""
     binary = nginx_binary()
     if binary is None:
         raise RuntimeError("nginx is not installed: apt-get install nginx-light")
@@ -82,7 +85,10 @@ def run_nginx(root: Path) -> Iterator[str]:
     # As root, nginx's workers would switch to "nobody", who cannot read the
     # test's private temporary folders; keep them as the user that started it.
     user = "user root;" if os.geteuid() == 0 else ""
-    conf.write_text(NGINX_CONF.format(root=root, port=port, user=user))
+    access_log = f"access_log {root}/access.log uri;" if log_uris else "access_log off;"
+    conf.write_text(
+        NGINX_CONF.format(root=root, port=port, user=user, access_log=access_log)
+    )
     proc = subprocess.Popen(
         [binary, "-c", str(conf), "-p", str(root)],
         stdout=subprocess.DEVNULL,

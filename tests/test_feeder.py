@@ -8,7 +8,6 @@ harness's own records hold endpoint templates, not the values sent.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -32,61 +31,16 @@ from harness.feeder import (
 )
 from harness.profile.model import DataSource
 
-from .servers import free_port, nginx_binary, wait_for_port
+from .servers import run_nginx
 
 REPO = Path(__file__).resolve().parent.parent
-
-LOGGING_NGINX = """
-{user}
-worker_processes 1;
-daemon off;
-master_process on;
-pid {root}/nginx.pid;
-error_log {root}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    log_format uri '$request_uri';
-    access_log {root}/access.log uri;
-    client_body_temp_path {root}/body;
-    proxy_temp_path {root}/proxy;
-    fastcgi_temp_path {root}/fastcgi;
-    uwsgi_temp_path {root}/uwsgi;
-    scgi_temp_path {root}/scgi;
-    keepalive_requests 1000000;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{ return 200 "ok\\n"; }}
-    }}
-}}
-"""
 
 
 @contextmanager
 def logging_nginx(root: Path) -> Iterator[tuple[str, Path]]:
     """An nginx that writes every request URI to a log; yields (url, log path)."""
-    binary = nginx_binary()
-    if binary is None:
-        pytest.fail("nginx is not installed: apt-get install nginx-light")
-    root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    user = "user root;" if os.geteuid() == 0 else ""
-    conf = root / "nginx.conf"
-    conf.write_text(LOGGING_NGINX.format(root=root, port=port, user=user))
-    proc = subprocess.Popen(
-        [binary, "-c", str(conf), "-p", str(root)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port)
-        yield f"http://127.0.0.1:{port}", root / "access.log"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with run_nginx(root, log_uris=True) as url:
+        yield url, root / "access.log"
 
 
 def sent_ids(log: Path) -> list[int]:
