@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .disk import DEFAULT_MIN_FREE_BYTES, parse_size
 from .errors import (
     EXIT_BAD_INPUT,
     EXIT_OK,
@@ -51,6 +52,13 @@ def _positive(
     if value is not None and value <= 0:
         raise click.BadParameter(f"must be more than 0, not {value}")
     return value
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -106,6 +114,15 @@ def cli(verbose: int) -> None:
     help="Close a Parquet part this often; a killed worker loses at most this much.",
 )
 @click.option(
+    "--min-free-space",
+    type=str,
+    default="64MiB",
+    show_default=True,
+    callback=_size,
+    help="Refuse to start, or stop gracefully, when the disk of --out has less free "
+    "space than this (0: never).",
+)
+@click.option(
     "--progress-interval",
     type=float,
     default=5.0,
@@ -151,6 +168,7 @@ def run(
     run_id: str | None,
     seed: int,
     part_seconds: float,
+    min_free_space: int,
     progress_interval: float,
     no_report: bool,
     monitor_pid: int | None,
@@ -177,6 +195,7 @@ def run(
         seed=seed,
         progress_interval=progress_interval,
         part_s=part_seconds,
+        min_free_bytes=min_free_space,
         report=not no_report,
     )
     sys.exit(code)
@@ -228,6 +247,7 @@ def _run_profile(
     seed: int,
     progress_interval: float,
     part_s: float = 60.0,
+    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
     report: bool = True,
 ) -> int:
     from analysis.dataset import open_run
@@ -276,6 +296,7 @@ def _run_profile(
             progress_interval_s=progress_interval,
             time_scale=time_scale,
             part_s=part_s,
+            min_free_bytes=min_free_bytes,
         ),
     )
     outcome = coordinator.run()
@@ -291,6 +312,10 @@ def _run_profile(
         extra = f", workers lost: {outcome.workers_lost}"
     if outcome.cancelled:
         extra += f", {outcome.cancelled} requests cut short by the stop"
+    if outcome.unsaved:
+        extra += f", {outcome.unsaved} measured but not written (disk full)"
+    for problem in outcome.problems:
+        click.echo(f"error: {problem}", err=True)
     click.echo(f"{outcome.status}: {outcome.rows} requests recorded{extra}")
     click.echo(f"run folder: {outcome.run_dir}")
     if outcome.exit_code == EXIT_OK and failed:
@@ -307,7 +332,8 @@ def _write_report(run: Run) -> None:
     try:
         files = write_report(run)
     except Exception as exc:  # the run itself is done and recorded
-        log.warning("report not written", exc_info=True)
+        # A full disk is no bug of the report's: say it without a traceback.
+        log.warning("report not written", exc_info=not isinstance(exc, OSError))
         click.echo(
             f"warning: the report could not be written ({exc}); the records are "
             f"intact, try again with: harness report {run.path}",

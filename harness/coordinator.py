@@ -12,10 +12,14 @@ How this works
    write their events, watch the processes (a worker that dies is recorded with its
    exit code and the time, and the others go on), and handle signals: the first
    SIGINT or SIGTERM asks every worker to stop gracefully, a second one to stop now.
+   Once a second it also looks at the free space of the run's disk: under
+   ``min_free_bytes`` it stops the run gracefully (:mod:`harness.disk`).
 4. Join the workers (ending any that outlive a generous deadline) and write the final
-   manifest: status ``completed``, ``interrupted``, ``degraded`` (a worker was lost)
-   ``aborted`` (a threshold with ``abort_on_fail`` failed live) or ``failed``, and
-   the counts.
+   manifest: status ``completed``, ``interrupted``, ``degraded`` (a worker was lost,
+   or the disk ran low), ``aborted`` (a threshold with ``abort_on_fail`` failed
+   live) or ``failed``, and the counts. A manifest or event that cannot be written
+   (a full disk) is said on stderr and turns the exit code into 3; it never stops
+   the workers from closing their parts.
 
 The coordinator never reads the records; the summary after a run comes from the
 ``analysis`` package reading the finished Parquet files.
@@ -37,6 +41,13 @@ from typing import Any, TextIO
 
 from . import pacing
 from .abort import first_failure
+from .disk import (
+    DEFAULT_MIN_FREE_BYTES,
+    RESERVE_NAME,
+    WORKER_SHARE,
+    format_size,
+    free_bytes,
+)
 from .errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -62,6 +73,8 @@ OVERRUN_GRACE_S = 30.0
 """Beyond duration + graceful stop, how long workers get before an immediate stop."""
 MANIFEST_PROGRESS_S = 2.0
 """How often a running run's manifest is rewritten with its live request count."""
+DISK_CHECK_S = 1.0
+"""How often the coordinator looks at the free space of the run's disk."""
 KILL_AFTER_S = 10.0
 """After an immediate stop, how long workers get before they are killed."""
 
@@ -76,6 +89,9 @@ class RunOptions:
     time_scale: float = 1.0
     part_s: float = DEFAULT_ROTATE_S
     """Close a Parquet part this often: a killed worker loses at most this much."""
+    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
+    """Refuse to start, and stop gracefully, below this much free disk space; 0
+    turns the guard off."""
 
 
 @dataclass(slots=True)
@@ -86,6 +102,10 @@ class RunOutcome:
     rows: int
     workers_lost: list[int] = field(default_factory=list)
     cancelled: int = 0
+    unsaved: int = 0
+    """Rows measured but refused by the disk even at the end."""
+    problems: list[str] = field(default_factory=list)
+    """What the run folder lacks: a manifest or events that could not be written."""
 
 
 @dataclass(slots=True)
@@ -130,10 +150,13 @@ class Coordinator:
         )
         self.totals = WindowStats()
         self.monitor: Monitor | None = None
+        self.manifest_error = ""
+        """Why the manifest could not be written last time; empty when it was."""
 
     # -- public -------------------------------------------------------------------
 
     def run(self) -> RunOutcome:
+        self._check_free_space()
         self._open_monitor()  # a monitor that cannot start fails before anything
         try:
             self.run_dir.mkdir(parents=True, exist_ok=False)
@@ -194,6 +217,7 @@ class Coordinator:
                 log_level=logging.getLogger("harness").getEffectiveLevel(),
                 flush_s=min(DEFAULT_FLUSH_S, self.options.part_s / 2),
                 rotate_s=self.options.part_s,
+                min_free_bytes=self.options.min_free_bytes // WORKER_SHARE,
             )
             process = ctx.Process(
                 target=worker_entry,
@@ -247,12 +271,16 @@ class Coordinator:
         boundaries = self._phase_boundaries()
         abort_rules = tuple(r for r in self.profile.threshold_rules if r.abort_on_fail)
         next_progress_at = MANIFEST_PROGRESS_S
+        next_disk_check_at = 0.0
         while not all(self._finished(s) for s in self.shards):
             self._drain(timeout_s=POLL_S)
             self._check_processes()
             self._monitor_events()
             self._show_windows()
             elapsed = time.monotonic() - self._started_mono
+            if elapsed >= next_disk_check_at and not self.stop_reason:
+                self._guard_disk(elapsed)
+                next_disk_check_at = elapsed + DISK_CHECK_S
             if elapsed >= next_progress_at:
                 # So that another process (`harness runs show`) can follow the run.
                 self._write_manifest()
@@ -305,6 +333,43 @@ class Coordinator:
                 self._kill_remaining("did not stop in time")
         self._drain(timeout_s=0)
         self._show_windows(flush=True)
+
+    def _check_free_space(self) -> None:
+        """Refuse to start on a disk that the guard would stop at once."""
+        floor = self.options.min_free_bytes
+        if not floor:
+            return
+        free = free_bytes(self.options.out_dir)
+        if free < floor:
+            raise RunError(
+                f"only {format_size(free)} free on the disk holding "
+                f"{self.options.out_dir}; a run stops below {format_size(floor)}\n"
+                "  fix: free some space, write the run elsewhere with --out, or "
+                "lower the margin with --min-free-space (0 turns it off)"
+            )
+
+    def _guard_disk(self, elapsed: float) -> None:
+        """Stop the run gracefully when the disk is about to fill, while the
+        workers still have room to write their last rows and footers."""
+        floor = self.options.min_free_bytes
+        if not floor:
+            return
+        try:
+            free = free_bytes(self.run_dir)
+        except OSError:
+            return
+        if free >= floor:
+            return
+        why = (
+            f"only {format_size(free)} free on the disk holding {self.run_dir} "
+            f"(the run stops below {format_size(floor)})"
+        )
+        self.view.message(f"stopping: {why}")
+        self.events.write("disk_low", free_bytes=free, min_free_bytes=floor,
+                          elapsed_s=round(elapsed, 3))  # fmt: skip
+        self.stop_reason = "disk_low"
+        self.abort_reason = why
+        self._stop_all(graceful=True, reason="disk_low")
 
     def _phase_boundaries(self) -> list[tuple[float, dict[str, Any]]]:
         """Start of each phase or stage, with what it asks for, in time order."""
@@ -554,14 +619,18 @@ class Coordinator:
             "iterations": sum(d.iterations for d in done),
             "dropped": sum(d.dropped for d in done),
             "cancelled": sum(d.cancelled for d in done),
+            "unsaved": sum(d.unsaved for d in done),
             "errors_live": dict(sorted(self.totals.errors.items())),
             "requests_live": self.totals.requests,
         }
 
     def _finish(self) -> None:
+        # A killed worker could not give its reserved disk space back.
+        for reserve in (self.run_dir / "requests").glob(f"worker-*/{RESERVE_NAME}"):
+            reserve.unlink(missing_ok=True)
         lost = [s.index for s in self.shards if s.done is None]
         if self.status != "failed":
-            if lost or self.stop_reason == "overrun":
+            if lost or self.stop_reason in ("overrun", "disk_low"):
                 self.status = "degraded"
             elif self.stop_reason == "interrupted":
                 self.status = "interrupted"
@@ -617,7 +686,30 @@ class Coordinator:
                 document["stop_reason"] = self.stop_reason
             if self.abort_reason:
                 document["abort_reason"] = self.abort_reason
-        write_json_atomic(self.run_dir / "manifest.json", document)
+        try:
+            write_json_atomic(self.run_dir / "manifest.json", document)
+        except OSError as exc:
+            # The last manifest written stays in place (the write is atomic).
+            if not self.manifest_error or final:
+                log.error(
+                    "cannot write %s (%s); it keeps its earlier content",
+                    self.run_dir / "manifest.json",
+                    exc,
+                )
+            self.manifest_error = str(exc)
+        else:
+            self.manifest_error = ""
+
+    def _problems(self) -> list[str]:
+        problems = []
+        if self.manifest_error:
+            problems.append(f"manifest.json not updated: {self.manifest_error}")
+        if self.events.lost:
+            problems.append(
+                f"{self.events.lost} event(s) not written to events.jsonl: "
+                f"{self.events.error}"
+            )
+        return problems
 
     def _outcome(self) -> RunOutcome:
         counts = self._counts()
@@ -626,6 +718,9 @@ class Coordinator:
             "interrupted": EXIT_INTERRUPTED,
             "aborted": EXIT_THRESHOLDS_FAILED,
         }.get(self.status, EXIT_RUN_ERROR)
+        if self.manifest_error or self.events.lost or counts["unsaved"]:
+            # What the run folder says is incomplete: never a plain success.
+            code = EXIT_RUN_ERROR if code in (EXIT_OK, EXIT_THRESHOLDS_FAILED) else code
         return RunOutcome(
             run_dir=self.run_dir,
             status=self.status,
@@ -633,4 +728,6 @@ class Coordinator:
             rows=counts["requests"],
             workers_lost=[s.index for s in self.shards if s.done is None],
             cancelled=counts["cancelled"],
+            unsaved=counts["unsaved"],
+            problems=self._problems(),
         )

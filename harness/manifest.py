@@ -12,6 +12,7 @@ carry credentials are replaced, and request bodies are described, never copied.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import re
@@ -20,12 +21,14 @@ import sys
 import time
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from . import __version__
 from .feeder import source_summary
 from .monitor.base import redact_credentials
 from .profile.model import ClosedModel, MonitorSettings, Profile, Step
+
+log = logging.getLogger("harness.manifest")
 
 SECRET_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token"}
@@ -203,24 +206,50 @@ def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
 
 
 class EventLog:
-    """Appends one JSON object per line to ``events.jsonl``, flushed every time."""
+    """Appends one JSON object per line to ``events.jsonl``, each with one
+    ``write(2)`` of its own, so that nothing waits in a buffer.
+
+    An event that cannot be written (a full disk) is not worth stopping a run for:
+    the first failure is logged, ``lost`` counts the events that did not make it,
+    and writing goes on with the next one. A line cut short is ended before the
+    next, so it stays one unreadable line that readers skip.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fh: IO[str] | None = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        self._cut = False
+        self.lost = 0
+        self.error = ""
+        """The first write error, as text; empty while every event was written."""
 
     def write(self, kind: str, wall_ns: int | None = None, **data: Any) -> None:
-        if self._fh is None:
+        if self._fd is None:
             return
         record = {
             "time": (wall_ns if wall_ns is not None else time.time_ns()) / 1e9,
             "event": kind,
             **data,
         }
-        self._fh.write(json.dumps(record, default=str) + "\n")
-        self._fh.flush()
+        line = (json.dumps(record, default=str) + "\n").encode()
+        if self._cut:
+            line = b"\n" + line
+        try:
+            written = os.write(self._fd, line)
+        except OSError as exc:
+            self._lose(exc)
+            return
+        self._cut = written < len(line)
+        if self._cut:
+            self._lose(OSError(f"only {written} of {len(line)} bytes written"))
+
+    def _lose(self, exc: OSError) -> None:
+        self.lost += 1
+        if not self.error:
+            self.error = str(exc)
+            log.error("cannot write to %s (%s); the run goes on", self.path, exc)
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

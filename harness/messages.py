@@ -31,6 +31,8 @@ class WorkerConfig:
     log_level: int = 20
     flush_s: float = DEFAULT_FLUSH_S
     rotate_s: float = DEFAULT_ROTATE_S
+    min_free_bytes: int = 0
+    """The writer's own disk margin (see :mod:`harness.disk`); 0: no check."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,8 @@ class Done:
     """Requests cut short by an immediate stop (recorded with ``error=cancelled``)."""
     parts: tuple[str, ...]
     reason: str
+    unsaved: int = 0
+    """Rows measured but not written: the disk refused even the last write."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .disk import DiskLow, free_bytes
+
 SCHEMA_VERSION = "1"
 
 _DICT = pa.dictionary(pa.int32(), pa.string())
@@ -111,6 +113,11 @@ class RecordBuffer:
         self.total += len(rows)
         return rows
 
+    def put_back(self, rows: list[tuple[Any, ...]]) -> None:
+        """Return rows that could not be written, ahead of the newer ones."""
+        self.rows[:0] = rows
+        self.total -= len(rows)
+
 
 def rows_to_table(rows: Sequence[tuple[Any, ...]]) -> pa.Table:
     """Turn appended row tuples into a table of :data:`SCHEMA`."""
@@ -158,8 +165,12 @@ class PartWriter:
         schema: pa.Schema = SCHEMA,
         rotate_rows: int = DEFAULT_ROTATE_ROWS,
         rotate_s: float = DEFAULT_ROTATE_S,
+        min_free_bytes: int = 0,
     ) -> None:
         self.folder = folder
+        self.min_free_bytes = min_free_bytes
+        """Start no row group that would leave less than this free on the disk
+        (:class:`~harness.disk.DiskLow` instead); 0 turns the check off."""
         self.folder.mkdir(parents=True, exist_ok=True)
         self.schema = schema.with_metadata(
             {**(schema.metadata or {}), **{k: v for k, v in metadata.items()}}
@@ -168,6 +179,8 @@ class PartWriter:
         self.rotate_s = rotate_s
         self.parts_done: list[Path] = []
         self.rows_written = 0
+        self.rows_finished = 0
+        """Rows in parts whose footer is written: the rows a reader will see."""
         self._writer: pq.ParquetWriter | None = None
         self._tmp: Path | None = None
         self._final: Path | None = None
@@ -184,10 +197,21 @@ class PartWriter:
             default=0,
         )
 
-    def write(self, table: pa.Table) -> None:
-        """Append ``table`` as one row group, rotating the part first if it is due."""
+    def write(self, table: pa.Table, *, keep_margin: bool = True) -> None:
+        """Append ``table`` as one row group, rotating the part first if it is due.
+
+        With ``keep_margin`` and a ``min_free_bytes``, a table whose in-memory
+        size would eat into that margin is refused with
+        :class:`~harness.disk.DiskLow` before anything is written, so the part in
+        progress stays intact and can still be closed. The margin is spent with
+        ``keep_margin=False``: on the last rows of a run."""
         if table.num_rows == 0:
             return
+        if keep_margin and self.min_free_bytes:
+            free = free_bytes(self.folder)
+            needed = self.min_free_bytes + table.nbytes
+            if free < needed:
+                raise DiskLow(self.folder, free, needed)
         for f in self.schema:
             if not f.nullable and table.column(f.name).null_count:
                 raise ValueError(f"column {f.name!r} is required but holds nulls")
@@ -234,9 +258,16 @@ class PartWriter:
         if self._writer is None:
             return
         assert self._tmp is not None and self._final is not None
-        self._writer.close()
+        try:
+            self._writer.close()
+        except BaseException:
+            # A footer that could not be written cannot be tried again: the part
+            # stays under its dot name, which readers skip.
+            self._writer = None
+            raise
         os.replace(self._tmp, self._final)
         self.parts_done.append(self._final)
+        self.rows_finished += self._part_rows
         self._writer = None
 
     def close(self) -> None:

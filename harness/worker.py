@@ -12,7 +12,9 @@ on four tasks run side by side:
   open model (:class:`harness.pacing.ArrivalSchedule`), where an arrival that finds
   every VU of the shard busy is dropped and counted, never delayed;
 * the **writer** swaps the record buffer out every ``flush_s`` seconds or
-  ``flush_rows`` rows and writes it as a Parquet row group in a thread;
+  ``flush_rows`` rows and writes it as a Parquet row group in a thread; rows it
+  cannot write (the disk is nearly full, :mod:`harness.disk`) go back into the
+  buffer and wait for the final flush;
 * the **ticker** sends one :class:`Snapshot` per second for the live view;
 * the **listener** waits for :class:`Stop` from the coordinator (and SIGTERM).
 
@@ -40,6 +42,7 @@ import trio
 from . import pacing
 from .client import make_client
 from .client.base import Origin, make_ssl_context
+from .disk import RESERVE_NAME, DiskLow, Reserve
 from .feeder import Feeder, FeederError, source_summary
 from .flow import (
     VU,
@@ -92,6 +95,10 @@ def worker_entry(cfg: WorkerConfig, ctrl: Connection, out: Any) -> None:
         log.exception("worker %d failed", cfg.shard)
         out.put(Failed(cfg.shard, f"{type(exc).__name__}: {exc}"))
         raise SystemExit(1) from None
+    finally:
+        # A worker that failed gives its reserved space back too.
+        reserve = cfg.out_dir / "requests" / f"worker-{cfg.shard}" / RESERVE_NAME
+        reserve.unlink(missing_ok=True)
 
 
 def _run_profiled(cfg: WorkerConfig, ctrl: Connection, out: Any, folder: Path) -> None:
@@ -151,7 +158,11 @@ class Worker:
             cfg.out_dir / "requests" / f"worker-{cfg.shard}",
             cfg.metadata,
             rotate_s=cfg.rotate_s,
+            min_free_bytes=cfg.min_free_bytes,
         )
+        self.reserve = Reserve(self.writer.folder / RESERVE_NAME, cfg.min_free_bytes)
+        self.write_trouble = ""
+        """Why the last write was refused or failed; empty while writes succeed."""
         self.stop = StopFlag()
         self.stats = WindowStats()
         self.recorder = Recorder(cfg.shard, self.buffer, self.stats, Clock())
@@ -177,6 +188,7 @@ class Worker:
         message = await trio.to_thread.run_sync(self.ctrl.recv, abandon_on_cancel=True)
         if isinstance(message, Stop):
             self.writer.close()
+            self.reserve.release()
             self._done("stopped before start")
             return
         assert isinstance(message, Start)
@@ -244,12 +256,13 @@ class Worker:
         self.out.put(
             Done(
                 shard=self.cfg.shard,
-                rows=self.buffer.total,
+                rows=self.writer.rows_finished,
                 iterations=self.iterations,
                 dropped=self.dropped,
                 cancelled=self.recorder.cancelled,
                 parts=tuple(str(p) for p in self.writer.parts_done),
                 reason=reason,
+                unsaved=max(0, self.buffer.total - self.writer.rows_finished),
             )
         )
 
@@ -548,7 +561,31 @@ class Worker:
                 # Rows taken out of the buffer exist nowhere else: the write must
                 # finish even if the worker is being stopped right now.
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(self._write_rows, rows)
+                    try:
+                        await trio.to_thread.run_sync(self._write_rows, rows)
+                    except OSError as exc:
+                        self._write_refused(rows, exc)
+                    else:
+                        self._write_works()
+
+    def _write_refused(self, rows: list[tuple[Any, ...]], exc: OSError) -> None:
+        """Keep the rows for a later write and say so once per spell of trouble."""
+        self.buffer.put_back(rows)
+        if not self.write_trouble:
+            kind = "disk_low" if isinstance(exc, DiskLow) else "write_failed"
+            log.warning(
+                "worker %d: %s; keeping %d rows in memory until it can write",
+                self.cfg.shard,
+                exc,
+                len(rows),
+            )
+            self._event(kind, error=str(exc), rows_held=len(rows))
+        self.write_trouble = str(exc)
+
+    def _write_works(self) -> None:
+        if self.write_trouble:
+            self._event("write_resumed", rows_held=0)
+            self.write_trouble = ""
 
     def _write_rows(self, rows: list[tuple[Any, ...]]) -> None:
         """Runs in a thread: encode and write one row group (or rotate if due)."""
@@ -559,8 +596,38 @@ class Worker:
 
     async def _final_flush(self) -> None:
         rows = self.buffer.take()
-        await trio.to_thread.run_sync(self._write_rows, rows)
-        await trio.to_thread.run_sync(self.writer.close)
+        if not self.write_trouble:
+            try:
+                await trio.to_thread.run_sync(self._write_rows, rows)
+                await trio.to_thread.run_sync(self.writer.close)
+                self.reserve.release()
+                return
+            except OSError as exc:
+                self._write_refused(rows, exc)
+                rows = self.buffer.take()
+        # The disk is (nearly) full. Give back the space set aside at the start,
+        # close the part in progress, so that whatever happens to the last rows
+        # the rows already written stay readable, then write the rows held back.
+        self.reserve.release()
+        try:
+            await trio.to_thread.run_sync(self.writer.close_part)
+            await trio.to_thread.run_sync(self._write_last, rows)
+        except OSError as exc:
+            log.error(
+                "worker %d: %d rows could not be written (%s); the parts finished "
+                "before hold the rest",
+                self.cfg.shard,
+                len(rows),
+                exc,
+            )
+            self._event("rows_unsaved", rows=len(rows), error=str(exc))
+        else:
+            self._event("write_resumed", rows_held=0)
+
+    def _write_last(self, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            self.writer.write(rows_to_table(rows), keep_margin=False)
+        self.writer.close()
 
     async def _tick(self) -> None:
         second = 0
