@@ -189,20 +189,22 @@ def test_a_disk_filling_mid_run_stops_it_with_every_request_recorded(
     assert "disk_low" in kinds and kinds[-1] == "run_end"
 
 
-def test_a_disk_already_too_full_refuses_the_run_before_it_starts(
-    tmp_path: Path,
-) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable, "-m", "harness", "run", str(DEMO_PROFILE),
-            "--out", str(tmp_path), "--run-id", "r",
-            "--min-free-space", "1000000GiB",
-        ],
+def _demo_run(*args: str) -> subprocess.CompletedProcess[str]:
+    """``harness run`` of the demo profile with ``args``, which stop it early."""
+    return subprocess.run(
+        [sys.executable, "-m", "harness", "run", str(DEMO_PROFILE), *args],
         capture_output=True,
         text=True,
         cwd=REPO,
         timeout=60,
-    )  # fmt: skip
+    )
+
+
+def test_a_disk_already_too_full_refuses_the_run_before_it_starts(
+    tmp_path: Path,
+) -> None:
+    proc = _demo_run("--out", str(tmp_path), "--run-id", "r",
+                     "--min-free-space", "1000000GiB")  # fmt: skip
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "free on the disk holding" in proc.stderr
     assert "--min-free-space" in proc.stderr
@@ -210,16 +212,7 @@ def test_a_disk_already_too_full_refuses_the_run_before_it_starts(
 
 
 def test_a_margin_that_is_not_a_size_is_bad_input(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable, "-m", "harness", "run", str(DEMO_PROFILE),
-            "--out", str(tmp_path), "--min-free-space", "lots",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-    )  # fmt: skip
+    proc = _demo_run("--out", str(tmp_path), "--min-free-space", "lots")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "--min-free-space" in proc.stderr
     assert "64MiB" in proc.stderr
