@@ -113,7 +113,8 @@ def _facts(run: Mapping[str, Any]) -> str:
         ("iterations", counts.get("iterations")),
         ("arrivals dropped", counts.get("dropped")),
         ("requests cut short", counts.get("cancelled")),
-        ("abort reason", run.get("abort_reason")),
+        ("measured, not written (disk full)", counts.get("unsaved")),
+        ("stopped early because", run.get("abort_reason")),
         ("run folder", run.get("path")),
     ]
     items = "".join(

@@ -76,7 +76,7 @@ def show_command(run_id: str, out: Path, as_json: bool) -> None:
     click.echo(f"folder: {s['run_dir']}")
     click.echo(
         f"started {_when(s['started_at'])} UTC, elapsed {_seconds(s['elapsed_s'])}"
-        + (f", aborted: {s['abort_reason']}" if s["abort_reason"] else "")
+        + (f", stopped early: {s['abort_reason']}" if s["abort_reason"] else "")
     )
     click.echo("")
     rows = [("all", figures), *sorted(figures["scenarios"].items())]
