@@ -7,7 +7,8 @@ Exit codes (the same for every command):
 * 2 - bad input: a profile or an option is invalid, nothing was started;
 * 3 - run error: the run could not be carried out, or a worker was lost
   (``degraded``: the load was not what the profile asked for);
-* 130 - interrupted by Ctrl-C or SIGTERM (everything measured until then is on disk).
+* 130 - interrupted by Ctrl-C, SIGTERM or a hang-up (everything measured until then
+  is on disk).
 """
 
 from __future__ import annotations

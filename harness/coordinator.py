@@ -12,6 +12,8 @@ How this works
    write their events, watch the processes (a worker that dies is recorded with its
    exit code and the time, and the others go on), and handle signals: the first
    SIGINT or SIGTERM asks every worker to stop gracefully, a second one to stop now.
+   SIGHUP (the terminal closed, an ssh connection dropped) is a graceful stop too,
+   after which nothing more is printed to the terminal that is gone.
    Once a second it also looks at the free space of the run's disk: under
    ``min_free_bytes`` it stops the run gracefully (:mod:`harness.disk`).
 4. Join the workers (ending any that outlive a generous deadline) and write the final
@@ -27,6 +29,7 @@ The coordinator never reads the records; the summary after a run comes from the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -55,7 +58,7 @@ from .errors import (
     EXIT_THRESHOLDS_FAILED,
     RunError,
 )
-from .live import LiveView, format_target
+from .live import LiveView, format_target, silence
 from .livestats import WindowStats
 from .manifest import EventLog, describe_profile, host_info, versions, write_json_atomic
 from .messages import Done, Event, Failed, Ready, Snapshot, Start, Stop, WorkerConfig
@@ -139,6 +142,7 @@ class Coordinator:
         self.stop_reason = ""
         self.abort_reason = ""
         self._signals = 0
+        self._hung_up = False
         self._windows: dict[int, tuple[WindowStats, int, int]] = {}
         self._next_second = 0
         self.started_wall_ns = 0
@@ -315,7 +319,8 @@ class Coordinator:
                         "press Ctrl-C again to stop now"
                     )
                     self.stop_reason = "interrupted"
-                    self._stop_all(graceful=True, reason="interrupted")
+                    reason = "hangup" if self._hung_up else "interrupted"
+                    self._stop_all(graceful=True, reason=reason)
                 else:
                     self.view.message("stopping now")
                     self._stop_all(graceful=False, reason="interrupted")
@@ -590,11 +595,16 @@ class Coordinator:
     # -- signals --------------------------------------------------------------------
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            if self._hung_up:
+                return  # one hang-up is one request to stop, however it arrives
+            self._hung_up = True
+            _silence_terminal()
         self._signals += 1
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         previous: dict[int, Any] = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             try:
                 previous[sig] = signal.signal(sig, self._on_signal)
             except ValueError:
@@ -731,3 +741,13 @@ class Coordinator:
             unsaved=counts["unsaved"],
             problems=self._problems(),
         )
+
+
+def _silence_terminal() -> None:
+    """Send what would be printed to a terminal that hung up to /dev/null instead:
+    writing to it fails (EIO), and a failed print must not stop the shutdown that
+    writes the records. Output redirected to a file or a pipe is left alone."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            if stream.isatty():
+                silence(stream)

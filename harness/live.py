@@ -8,6 +8,8 @@ the records: they are a view, and the Parquet rows stay the truth.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import TextIO
 
 from .durations import format_duration
@@ -89,25 +91,49 @@ class LiveView:
         if target:
             line += f" {target}"
         if self.tty:
-            self.stream.write("\r\x1b[2K" + line)
+            self._write("\r\x1b[2K" + line)
             self._line_open = True
         else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+            self._write(line + "\n")
 
     def message(self, text: str) -> None:
         """A line that must stay on screen (a worker exit, a stop request)."""
         if self._line_open:
-            self.stream.write("\n")
             self._line_open = False
-        self.stream.write(text + "\n")
-        self.stream.flush()
+            self._write("\n" + text + "\n")
+        else:
+            self._write(text + "\n")
 
     def close(self) -> None:
         """Show the seconds not shown yet (the tail of the run), end the line."""
         if self._pending_seconds:
             self._show()
         if self._line_open:
-            self.stream.write("\n")
             self._line_open = False
+            self._write("\n")
+
+    def _write(self, text: str) -> None:
+        """Write and flush; a stream that fails (a terminal that hung up, a pipe
+        whose reader left) is replaced by /dev/null, so that the run, which
+        still has records to write, goes on without its live view."""
+        try:
+            self.stream.write(text)
             self.stream.flush()
+        except (OSError, ValueError):
+            silence(self.stream)
+
+
+def silence(stream: TextIO) -> None:
+    """Point ``stream``'s file descriptor at /dev/null (what is still buffered
+    goes there too); harmless for a stream without one."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+    with contextlib.suppress(OSError, ValueError):
+        stream.flush()

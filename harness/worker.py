@@ -21,8 +21,9 @@ on four tasks run side by side:
 Shutdown always runs in the same order: stop scheduling, let iterations (or, on a
 stop request, the requests in flight) finish within the grace period, cancel what is
 left (recording what was sent as ``cancelled``), flush the last rows and close the part
-inside a shielded scope, then say :class:`Done`. SIGINT is ignored here: the terminal
-sends it to every process of the group, and the coordinator decides what it means.
+inside a shielded scope, then say :class:`Done`. SIGINT and SIGHUP are ignored here: the
+terminal sends them to every process of the group, and the coordinator decides what
+they mean.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ PROFILE_ENV = "HARNESS_CPROFILE_DIR"
 def worker_entry(cfg: WorkerConfig, ctrl: Connection, out: Any) -> None:
     """Process entry point (must be importable for the ``spawn`` start method)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     logging.basicConfig(
         level=cfg.log_level, format=f"%(asctime)s worker-{cfg.shard} %(message)s"
     )

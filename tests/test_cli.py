@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -119,6 +120,43 @@ def test_ctrl_c_stops_gracefully_and_keeps_every_record(
     assert manifest["counts"]["requests"] == len(df)
     assert 100 < len(df) < 6000
     assert "interrupted" in out
+
+
+def test_a_terminal_that_hangs_up_stops_the_run_gracefully_keeping_every_record(
+    tmp_path: Path, demo_target: DemoTarget
+) -> None:
+    # The run prints to a pseudo-terminal, as in an ssh session; the session
+    # drops: the terminal goes away (writes fail with EIO) and the whole process
+    # group gets SIGHUP.
+    profile = tmp_path / "long.yaml"
+    profile.write_text(LONG_PROFILE.format(target=demo_target.url))
+    before = demo_target.stats()["requests_served"]
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "run", str(profile), "--workers", "2",
+         "--run-id", "h", "--out", str(tmp_path)],
+        stdin=terminal, stdout=terminal, stderr=terminal, cwd=REPO,
+        start_new_session=True,
+    )  # fmt: skip
+    os.close(terminal)
+    run_dir = tmp_path / "h"
+    try:
+        wait_for_manifest_pids(run_dir)
+        time.sleep(3)
+    finally:
+        os.close(controller)
+    os.killpg(proc.pid, signal.SIGHUP)
+    assert proc.wait(timeout=60) == 130
+    served = demo_target.stats()["requests_served"] - before
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    assert len(pd.read_parquet(run_dir / "requests")) == served > 100
+    assert manifest["counts"]["requests"] == served
+    assert (run_dir / "report" / "summary.json").exists()
+    assert sorted(p.name for p in run_dir.rglob(".*")) == []
+    lines = (run_dir / "events.jsonl").read_text().splitlines()
+    stops = [json.loads(x) for x in lines if '"event": "stop"' in x]
+    assert [(e["graceful"], e["reason"]) for e in stops] == [(True, "hangup")]
 
 
 def test_killed_worker_is_reported_and_the_run_goes_on(
