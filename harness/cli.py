@@ -5,8 +5,9 @@ Exit codes (the same for every command):
 * 0 - the run completed (and, where thresholds are set, they passed);
 * 1 - thresholds failed;
 * 2 - bad input: a profile or an option is invalid, nothing was started;
-* 3 - run error: the run could not be carried out, or a worker was lost
-  (``degraded``: the load was not what the profile asked for);
+* 3 - run error: the run could not be carried out, a worker was lost or the disk
+  ran low (``degraded``: the load was not what the profile asked for), or a
+  record, event or the manifest could not be written;
 * 130 - interrupted by Ctrl-C, SIGTERM or a hang-up (everything measured until then
   is on disk).
 """
