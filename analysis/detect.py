@@ -29,7 +29,8 @@ Known shortcomings
 * Offered load comes from the ``offered`` column of the rows. An arrival the harness
   dropped (all ``max_vus`` busy) has no row, so a window in which every arrival was
   dropped has no offered load and is not judged; the windows before it, where the
-  service already fell behind, are what shows the break.
+  service already fell behind, are what shows the break. (Dropped arrivals do
+  count in the arrivals that goodput is judged against.)
 * The leak detector sees resident memory only. A leak into swap, into a file cache
   or in another process (a database) is invisible to it.
 """
@@ -456,6 +457,12 @@ def window_load(run: Run, every: str | float, *, at: str = "start") -> pd.DataFr
     request by 1/r undoes that: n / sum(1/r) is the rate averaged over the time
     the window's requests span.
 
+    ``arrivals`` counts the iterations that arrived in the window: the rows of each
+    scenario's first step, keyed like the offered load, plus the arrivals the
+    harness dropped (``drops`` events) in that second. It is what the load
+    generator actually offered, Poisson noise and all; NaN for the closed model
+    and for a run whose manifest does not name its scenarios' steps.
+
     ``at`` keys the offered load on ``start_ns`` or ``intended_ns``; completions
     are always keyed on their end (``start_ns + latency_ns``), which is when the
     service delivered them. Setup requests (phase ``setup``) carry no offered load
@@ -483,12 +490,19 @@ def window_load(run: Run, every: str | float, *, at: str = "start") -> pd.DataFr
                 target.get(base + int(offset), 0) + sums[offset]
             )
 
+    firsts = _first_steps(run)
+    arrived: dict[int, int] = {}
+    if firsts:
+        columns = sorted({*columns, "scenario", "step"})
     for path in run.request_parts():
         for batch in pq.ParquetFile(path).iter_batches(
             batch_size=_BATCH_ROWS, columns=columns
         ):
             table = pa.Table.from_batches([batch])
             loaded = _not_setup(table.column("phase"))
+            if firsts:
+                first = _first_step_rows(table, firsts)
+                add(arrived, table.column(key).to_numpy()[first] // every_ns, None)
             keyed = table.column(key).to_numpy() // every_ns
             offered = table.column("offered").to_numpy(zero_copy_only=False)
             offered = offered.astype(np.float64)
@@ -504,6 +518,10 @@ def window_load(run: Run, every: str | float, *, at: str = "start") -> pd.DataFr
             good = table.column("error").is_null().to_numpy(zero_copy_only=False)
             add(done, end, None)
             add(ok, end[good], None)
+    if firsts:
+        for second_ns, count in _dropped_arrivals(run):
+            window = second_ns // every_ns
+            arrived[window] = arrived.get(window, 0) + count
     index = sorted(set(offered_n) | set(done))
     mean = [offered_n[i] / inverse_sum[i] if i in offered_n else math.nan
             for i in index]  # fmt: skip
@@ -515,8 +533,82 @@ def window_load(run: Run, every: str | float, *, at: str = "start") -> pd.DataFr
             "offered": np.array(mean, dtype=np.float64),
             "completed": np.array([done.get(i, 0) for i in index], dtype=np.int64),
             "completed_ok": np.array([ok.get(i, 0) for i in index], dtype=np.int64),
+            "arrivals": np.array(
+                [arrived.get(i, 0) if firsts else math.nan for i in index],
+                dtype=np.float64,
+            ),
         }
     )
+
+
+def _first_steps(run: Run) -> dict[str, str]:
+    """Scenario name → the name of its first step, from the manifest; empty for
+    the closed model (whose load is VUs, not arrivals) or when it is not there."""
+    profile = run.manifest.get("profile") or {}
+    if (profile.get("load") or {}).get("model") != "open":
+        return {}
+    firsts = {}
+    for scenario in profile.get("scenarios") or []:
+        steps = scenario.get("steps") or []
+        if not steps or "name" not in steps[0]:
+            return {}
+        firsts[str(scenario["name"])] = str(steps[0]["name"])
+    return firsts
+
+
+def _first_step_rows(table: pa.Table, firsts: Mapping[str, str]) -> npt.NDArray[Any]:
+    """True for the rows of a scenario's first step: one per arrival (or a fixed
+    number per arrival, when a loop opens the flow).
+
+    Both columns are dictionaries in the harness's parts: a table of (scenario,
+    step) pairs over their few distinct names is looked up by the two index
+    arrays in one pass, rather than comparing strings row by row (3 ms per
+    million rows instead of 30)."""
+    out = []
+    scenarios = table.column("scenario").chunks
+    steps = table.column("step").chunks
+    if [len(c) for c in scenarios] != [len(c) for c in steps]:
+        scenarios = [table.column("scenario").combine_chunks()]
+        steps = [table.column("step").combine_chunks()]
+    for scenario, step in zip(scenarios, steps, strict=True):
+        if not pa.types.is_dictionary(scenario.type):
+            scenario = pc.dictionary_encode(scenario)
+        if not pa.types.is_dictionary(step.type):
+            step = pc.dictionary_encode(step)
+        names = scenario.dictionary.to_pylist()
+        where = {name: i for i, name in enumerate(step.dictionary.to_pylist())}
+        # One spare row and column, left false, for the rows whose value is null.
+        pairs = np.zeros((len(names) + 1, len(where) + 1), dtype=bool)
+        for i, name in enumerate(names):
+            first = firsts.get(name)
+            if first is not None and first in where:
+                pairs[i, where[first]] = True
+        out.append(pairs[_indices(scenario, len(names)), _indices(step, len(where))])
+    return np.concatenate(out) if out else np.zeros(0, dtype=bool)
+
+
+def _indices(array: pa.DictionaryArray, spare: int) -> npt.NDArray[Any]:
+    """A dictionary array's indices as numpy, nulls as ``spare``."""
+    indices = array.indices
+    if indices.null_count:
+        indices = pc.fill_null(indices, spare)
+    return indices.to_numpy(zero_copy_only=False)
+
+
+def _dropped_arrivals(run: Run) -> list[tuple[int, int]]:
+    """(instant in epoch ns, count) of the arrivals the workers dropped, from
+    their per-second ``drops`` events, placed in the middle of their second."""
+    started = run.manifest.get("started_at")
+    if not started:
+        return []
+    events = run.events()
+    if "second" not in events.columns:
+        return []
+    drops = events[events["event"] == "drops"]
+    return [
+        (int((float(started) + float(second) + 0.5) * 1e9), int(count))
+        for second, count in zip(drops["second"], drops["count"], strict=True)
+    ]
 
 
 def _not_setup(phase: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -820,8 +912,11 @@ def detect_breaking_point(
     load = window_load(run, every, at="intended")
     every_s = parse_every(every) / 1e9
     load["goodput_rps"] = load["completed_ok"] / every_s
+    load["arrival_rate"] = load["arrivals"] / every_s
     frame = frame.drop(columns=["goodput_rps"]).merge(
-        load[["window_start", "offered", "goodput_rps"]], on="window_start", how="left"
+        load[["window_start", "offered", "goodput_rps", "arrival_rate"]],
+        on="window_start",
+        how="left",
     )
     return breaking_point_from_windows(
         frame,
@@ -849,6 +944,7 @@ def _levels(
             "windows": grouped.size(),
             "requests": grouped["requests"].sum(),
             "goodput_rps": grouped["goodput_rps"].mean(),
+            "demand": grouped["_demand"].mean(),
             "errors": grouped["_errors"].sum(),
             "response_p95_ms": grouped["response_p95_ms"].median(),
         }
@@ -903,7 +999,12 @@ def breaking_point_from_windows(
 ) -> BreakingPointFinding:
     """The judgement of :func:`detect_breaking_point` on a frame of windows:
     columns ``offered``, ``requests``, ``goodput_rps``, ``error_rate``,
-    ``response_p95_ms`` and optionally ``partial``."""
+    ``response_p95_ms`` and optionally ``partial`` and ``arrival_rate``.
+
+    With ``arrival_rate`` (iterations that really arrived per second, open model),
+    goodput is measured against it instead of the nominal offered load: the
+    arrivals' own Poisson noise then cancels out, and only the scenario mix is
+    left to vary."""
     _check_share("error_rate_max", error_rate_max)
     _check_share("baseline_share", baseline_share, inclusive_zero=False)
     if not goodput_ratio_min > 0:
@@ -944,25 +1045,33 @@ def breaking_point_from_windows(
             highest=highest,
             capacity=capacity,
         )
+    realized = (
+        unit == "iterations/s"
+        and "arrival_rate" in rows.columns
+        and bool(np.isfinite(rows["arrival_rate"].to_numpy(np.float64)).all())
+        and float(rows["arrival_rate"].sum()) > 0
+    )
+    demand = "arrival_rate" if realized else "offered"
     cut = _baseline_cut(rows, baseline_share)
     base = rows[rows["offered"] <= cut]
     # A ratio of sums: at the lowest loads a window holds a few arrivals, and the
     # median of per-window ratios follows their noise.
-    ratio = float(base["goodput_rps"].sum() / base["offered"].sum())
+    ratio = float(base["goodput_rps"].sum() / base[demand].sum())
     base_requests = float(base["requests"].sum())
-    # Requests arrive in clumps of an iteration's requests (open model), so a
-    # count of n requests varies by about sqrt(n * per_arrival).
-    per_arrival = max(1.0, ratio) if unit == "iterations/s" else 1.0
+    # Requests come in clumps of an iteration's requests, so a count of n
+    # requests varies by about sqrt(n * per_arrival) when the arrivals are only
+    # known on average; counted arrivals leave the scenario mix alone to vary.
+    per_arrival = max(1.0, ratio) if unit == "iterations/s" and not realized else 1.0
     base_p95 = float(np.nanmedian(base["response_p95_ms"]))
     limit_ms = max(latency_factor * base_p95, base_p95 + latency_floor_ms)
-    levels = _levels(rows, bin_ratio, min_bin_requests)
+    levels = _levels(rows.assign(_demand=rows[demand]), bin_ratio, min_bin_requests)
 
     def trips(level: Mapping[Any, Any]) -> tuple[str, ...]:
         if not level["judged"]:
             return ()
         failed = []
         if _goodput_short(
-            level["goodput_rps"] / (ratio * level["offered"]),
+            level["goodput_rps"] / (ratio * level["demand"]),
             goodput_ratio_min,
             math.sqrt(
                 per_arrival / max(float(level["requests"]), 1.0)
