@@ -52,6 +52,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from scipy import stats  # type: ignore[import-untyped]
 
+from . import histogram
 from .dataset import Run
 from .windows import min_samples, parse_every, quantile_label, windows
 
@@ -1176,16 +1177,171 @@ def breaking_point_from_windows(
     )
 
 
+# ------------------------------------------------------------------- load generator
+
+DEFAULT_LAG_LIMIT_MS = 10.0
+"""A request that started more than this after its intended start was late."""
+DEFAULT_LAG_SHARE_MAX = 0.01
+"""More than this share of late requests: the harness fell behind its schedule."""
+CPU_BUSY_PERCENT = 90.0
+"""A worker sample at or above this share of one core counts as busy."""
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratorFinding(_AsDict):
+    """Did the harness itself deliver the load it was asked for?"""
+
+    verdict: str
+    """"kept up", "fell behind", "dropped arrivals" or "not enough data"."""
+    requests: int
+    lag_p50_ms: float
+    lag_p99_ms: float
+    lag_max_ms: float
+    """Scheduler lag: actual start minus intended start, per request."""
+    lagged_share: float
+    """Share of the requests that started more than ``lag_limit_ms`` late."""
+    lag_limit_ms: float
+    dropped: int
+    """Arrivals dropped because every VU of a worker was busy (open model)."""
+    dropped_share: float
+    worker_busy_share: float
+    """Share of the harness workers' monitor samples at 90 % of a core or more
+    (NaN when the harness was not sampled)."""
+    worker_cpu_p95_percent: float
+    explanation: str
+
+
+def detect_generator(
+    run: Run,
+    *,
+    lag_limit_ms: float = DEFAULT_LAG_LIMIT_MS,
+    lag_share_max: float = DEFAULT_LAG_SHARE_MAX,
+) -> GeneratorFinding:
+    """Whether the figures describe the service or the load generator.
+
+    How it works: every request records when it was meant to start and when it
+    did. A worker whose event loop is short of CPU starts requests late, and then
+    response time from the intended start counts the harness's own delay (it is
+    still free of coordinated omission, but it no longer says only how the service
+    did). The share of requests that started more than ``lag_limit_ms`` late is
+    read in one streaming pass (lag quantiles from a log-linear histogram, within
+    0.4 %), beside the workers' CPU from the resource samples and the arrivals the
+    open model dropped because every VU was busy (``load.max_vus`` too low for the
+    rate × the time an iteration takes, or a service so slow that the VUs wait).
+
+    Verdicts, first match: ``fell behind`` (over ``lag_share_max`` of the requests
+    late), ``dropped arrivals`` (any), ``kept up``; ``not enough data`` for a run
+    without requests.
+    """
+    _check_share("lag_share_max", lag_share_max)
+    if not lag_limit_ms > 0:
+        raise DetectorError(f"lag_limit_ms={lag_limit_ms!r} must be above 0")
+    limit_ns = int(lag_limit_ms * 1e6)
+    counts = np.zeros((1, histogram.BUCKETS), dtype=np.int64)
+    n = late = 0
+    lag_max = 0
+    for path in run.request_parts():
+        for batch in pq.ParquetFile(path).iter_batches(
+            batch_size=_BATCH_ROWS, columns=["intended_ns", "start_ns", "phase"]
+        ):
+            table = pa.Table.from_batches([batch])
+            keep = _not_setup(table.column("phase")).to_numpy(zero_copy_only=False)
+            lag = (
+                table.column("start_ns").to_numpy()
+                - table.column("intended_ns").to_numpy()
+            )[keep]
+            if lag.size == 0:
+                continue
+            np.maximum(lag, 0, out=lag)
+            histogram.add_counts(counts, np.zeros(lag.size, dtype=np.int64), lag)
+            n += int(lag.size)
+            late += int(np.count_nonzero(lag > limit_ns))
+            lag_max = max(lag_max, int(lag.max()))
+    manifest_counts = run.manifest.get("counts") or {}
+    dropped = int(manifest_counts.get("dropped") or 0)
+    offered = dropped + int(manifest_counts.get("iterations") or 0)
+    dropped_share = dropped / offered if offered else 0.0
+    busy, cpu_p95 = _worker_cpu(run)
+    nan = math.nan
+    if n == 0:
+        return GeneratorFinding(
+            "not enough data", 0, nan, nan, nan, nan, lag_limit_ms, dropped,
+            dropped_share, busy, cpu_p95,
+            "The run recorded no request, so there is no schedule to have kept.",
+        )  # fmt: skip
+    p50, p99 = (
+        histogram.quantiles(
+            counts, (0.5, 0.99), np.array([0.0]), np.array([float(lag_max)])
+        )[0]
+        / 1e6
+    )
+    share = late / n
+    cpu = (
+        f"; the workers were at {CPU_BUSY_PERCENT:.0f} % of a core or more in "
+        f"{busy:.0%} of their samples (p95 {cpu_p95:.0f} %)"
+        if math.isfinite(busy)
+        else "; the workers' CPU was not sampled"
+    )
+    lag_text = (
+        f"{share:.1%} of {n} requests started more than {lag_limit_ms:g} ms late "
+        f"(scheduler lag p50 {p50:.3g} ms, p99 {p99:.3g} ms, "
+        f"max {lag_max / 1e6:.3g} ms)"
+    )
+    if share > lag_share_max:
+        verdict = "fell behind"
+        explanation = (
+            f"The harness fell behind its schedule: {lag_text}{cpu}. Response times "
+            "from the intended start include that delay; give the run more workers "
+            "or machines, or a lower rate, to measure the service alone."
+        )
+    elif dropped:
+        verdict = "dropped arrivals"
+        explanation = (
+            f"{dropped} arrivals ({dropped_share:.1%} of those offered) were dropped "
+            "because every VU of a worker was busy, so the load offered was not all "
+            f"delivered; raise load.max_vus to at least the rate times the time an "
+            f"iteration takes, unless the service's slowness is the point. {lag_text}"
+            f"{cpu}."
+        )
+    else:
+        verdict = "kept up"
+        explanation = (
+            f"The harness kept to its schedule: {lag_text}{cpu}. The figures "
+            "describe the service, not the load generator."
+        )
+    return GeneratorFinding(
+        verdict, n, float(p50), float(p99), lag_max / 1e6, share, lag_limit_ms,
+        dropped, dropped_share, busy, cpu_p95, explanation,
+    )  # fmt: skip
+
+
+def _worker_cpu(run: Run) -> tuple[float, float]:
+    """Share of the harness workers' samples at :data:`CPU_BUSY_PERCENT` or more,
+    and their p95 CPU %; NaN, NaN when they were not sampled."""
+    resources = run.resources()
+    if resources.empty or "cpu_percent" not in resources.columns:
+        return math.nan, math.nan
+    source = resources["source"].astype(str)
+    cpu = resources.loc[source.str.startswith("harness-worker-"), "cpu_percent"]
+    cpu = cpu.dropna()
+    if cpu.empty:
+        return math.nan, math.nan
+    return float((cpu >= CPU_BUSY_PERCENT).mean()), float(cpu.quantile(0.95))
+
+
 # ------------------------------------------------------------------------------ all
 
-Finding: TypeAlias = LeakFinding | DegradationFinding | BreakingPointFinding
+Finding: TypeAlias = (
+    LeakFinding | DegradationFinding | BreakingPointFinding | GeneratorFinding
+)
 
 
 def detect_all(run: Run, *, every: str | float = "5s") -> dict[str, Finding]:
-    """The three detectors, windows of ``every`` for the two that use windows:
-    keys ``leak``, ``degradation``, ``breaking_point``."""
+    """The four detectors, windows of ``every`` for the two that use windows:
+    keys ``leak``, ``degradation``, ``breaking_point``, ``generator``."""
     return {
         "leak": detect_leak(run),
         "degradation": detect_degradation(run, every=every),
         "breaking_point": detect_breaking_point(run, every=every),
+        "generator": detect_generator(run),
     }

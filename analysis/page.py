@@ -170,8 +170,15 @@ _FINDING_TITLES = {
     "leak": "Memory leak",
     "degradation": "Degradation over time",
     "breaking_point": "Breaking point",
+    "generator": "Load generator",
 }
-_FINDING_ALARMS = ("leak suspected", "degrading", "broke at")
+_FINDING_ALARMS = (
+    "leak suspected",
+    "degrading",
+    "broke at",
+    "fell behind",
+    "dropped arrivals",
+)
 
 
 def _findings_section(summary: Mapping[str, Any]) -> str:
@@ -184,7 +191,9 @@ def _findings_section(summary: Mapping[str, Any]) -> str:
     for name, finding in findings.items():
         verdict = str(finding.get("verdict", ""))
         alarm = verdict.startswith(_FINDING_ALARMS)
-        calm = verdict in ("no leak", "stable") or verdict.startswith("held up")
+        calm = verdict in ("no leak", "stable", "kept up") or verdict.startswith(
+            "held up"
+        )
         kind = "failed" if alarm else "passed" if calm else "neutral"
         rows.append(
             f"<tr><td class='name'>{e(_FINDING_TITLES.get(name, name))}</td>"

@@ -266,6 +266,7 @@ def _findings(run: Run, every: str) -> dict[str, dict[str, Any]]:
         "leak": lambda: detect.detect_leak(run),
         "degradation": lambda: detect.detect_degradation(run, every=every),
         "breaking_point": lambda: detect.detect_breaking_point(run, every=every),
+        "generator": lambda: detect.detect_generator(run),
     }
     for name, call in detectors.items():
         try:

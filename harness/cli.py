@@ -350,7 +350,7 @@ def _print_findings(summary_json: Path) -> None:
     """One line per detector: its verdict and why."""
     summary = json.loads(summary_json.read_text("utf-8"))
     for name, finding in (summary.get("findings") or {}).items():
-        label = name.replace("_", " ")
+        label = "load generator" if name == "generator" else name.replace("_", " ")
         click.echo(f"{label}: {finding['verdict']} - {finding['explanation']}")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ import pytest
 from analysis import open_run
 from analysis.dataset import Run
 from analysis.detect import (
+    DEFAULT_LAG_LIMIT_MS,
     DEFAULT_MIN_GROWTH_BYTES,
     MIB,
     DetectorError,
@@ -29,6 +31,7 @@ from analysis.detect import (
     detect_all,
     detect_breaking_point,
     detect_degradation,
+    detect_generator,
     detect_leak,
     leak_from_samples,
     window_load,
@@ -228,7 +231,7 @@ def test_constant_load_cannot_locate_a_breaking_point(plain_run: Run) -> None:
 
 def test_every_finding_serialises_to_strict_json(stress_run: Run) -> None:
     findings = detect_all(stress_run)
-    assert set(findings) == {"leak", "degradation", "breaking_point"}
+    assert set(findings) == {"leak", "degradation", "breaking_point", "generator"}
     text = json.dumps({k: f.as_dict() for k, f in findings.items()}, allow_nan=False)
     back = json.loads(text)
     assert back["breaking_point"]["levels"][0]["offered"] > 0
@@ -245,6 +248,74 @@ def test_window_load_counts_every_request_by_its_end(plain_run: Run) -> None:
     # One arrival per iteration started, plus those dropped (none here).
     counts = plain_run.manifest["counts"]
     assert load["arrivals"].sum() == counts["iterations"] + counts["dropped"]
+
+
+# --------------------------------------------------------- load generator, real runs
+
+FLOOD = """
+name: flood
+target: {url}
+http: {{timeout: 10s}}
+graceful_stop: 2s
+monitor: {{interval: 250ms}}
+load:
+  model: open
+  max_vus: 3000
+  phases: [{{duration: 3s, rate: 40000}}]
+scenarios:
+  - name: hello
+    flow:
+      - {{name: hello, path: /hello}}
+"""
+
+
+def test_a_harness_that_keeps_its_schedule_kept_up(plain_run: Run) -> None:
+    finding = detect_generator(plain_run)
+    assert finding.verdict == "kept up", finding.explanation
+    assert finding.requests == len(plain_run.requests(columns=["start_ns"])) - 1
+    assert finding.lagged_share <= 0.01
+    assert finding.lag_p50_ms <= finding.lag_p99_ms <= finding.lag_max_ms
+    # The worker was sampled (every 250 ms) and far from busy at 200 requests/s.
+    assert 0 <= finding.worker_busy_share < 0.5
+    json.dumps(finding.as_dict(), allow_nan=False)
+
+
+def test_a_harness_asked_for_more_than_it_can_send_fell_behind(
+    tmp_path: Path, nginx: str
+) -> None:
+    # 40 000 arrivals/s on one worker sharing two cores with nginx: far above
+    # what one event loop can start (about 10 000/s here), so requests start
+    # late and the finding must say the figures are the harness's.
+    profile = load_profile_text(FLOOD.format(url=nginx), "flood.yaml")
+    outcome = Coordinator(
+        profile, RunOptions(out_dir=tmp_path, run_id="f", workers=1)
+    ).run()
+    run = open_run(outcome.run_dir)
+    finding = detect_generator(run)
+    print(f"flood: {finding.explanation}")
+    assert finding.verdict == "fell behind", finding.explanation
+    assert finding.lagged_share > 0.01
+    assert finding.lag_p99_ms > DEFAULT_LAG_LIMIT_MS
+    # Checked against the rows directly.
+    rows = run.requests(columns=["start_ns", "intended_ns"])
+    lag_ms = (rows["start_ns"] - rows["intended_ns"]).clip(lower=0) / 1e6
+    assert finding.lagged_share == pytest.approx((lag_ms > 10).mean())
+    assert finding.lag_max_ms == pytest.approx(lag_ms.max())
+    assert finding.lag_p99_ms == pytest.approx(lag_ms.quantile(0.99), rel=0.01)
+
+
+def test_dropped_arrivals_are_the_generators_finding(stress_run: Run) -> None:
+    finding = detect_generator(stress_run)
+    assert finding.dropped == stress_run.manifest["counts"]["dropped"] > 0
+    assert finding.verdict in ("dropped arrivals", "fell behind"), finding.explanation
+    assert "max_vus" in finding.explanation or finding.verdict == "fell behind"
+
+
+def test_generator_refuses_arguments_it_cannot_use(plain_run: Run) -> None:
+    with pytest.raises(DetectorError, match="lag_limit_ms"):
+        detect_generator(plain_run, lag_limit_ms=0)
+    with pytest.raises(DetectorError, match="lag_share_max"):
+        detect_generator(plain_run, lag_share_max=2)
 
 
 # ------------------------------------------------------------------- leak, synthetic

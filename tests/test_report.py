@@ -119,7 +119,12 @@ def test_summary_json_figures_equal_pandas_on_the_same_parquet(
     assert [p["name"] for p in summary["phases"]] == ["warm up", "steady"]
     # The detectors answered, each with its reason (this run is too short and too
     # flat for most of them to judge, and says so rather than guessing).
-    assert set(summary["findings"]) == {"leak", "degradation", "breaking_point"}
+    assert set(summary["findings"]) == {
+        "leak",
+        "degradation",
+        "breaking_point",
+        "generator",
+    }
     for finding in summary["findings"].values():
         assert finding["verdict"] and finding["explanation"]
         assert finding["verdict"] != "detector failed", finding
