@@ -62,7 +62,11 @@ A **regression** (what makes ``harness compare`` exit 1) is an endpoint, not the
 * latency, with a quantile whose interval cleared its minimum (the median, or p95)
   more than ``tolerance`` above the baseline's (the p50, or the p95; relative), or
 * errors, with the error rate more than ``error_tolerance`` above the baseline's
-  (absolute: 0.005 is half a percentage point).
+  (absolute: 0.005 is half a percentage point; at most 1, which turns the error
+  check off).
+
+A request part that cannot be read stops the comparison with :class:`DamagedRun`,
+which names the run and the file (see :func:`damaged_part`).
 
 Known limits: the test and the intervals treat requests as independent, which they
 are not; the minimum effects are the guard against the over-confidence that
@@ -87,6 +91,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
@@ -175,6 +180,13 @@ class CompareOptions:
         for name in ("min_effect", "min_tail_effect"):
             need(getattr(self, name) < 1, name, getattr(self, name), "must be under 1")
         need(
+            self.error_tolerance <= 1,
+            "error_tolerance",
+            self.error_tolerance,
+            "an error rate rises by at most 1 (100 percentage points); use e.g. "
+            "0.005 for half a point",
+        )
+        need(
             0 < self.alpha < 1,
             "alpha",
             self.alpha,
@@ -183,6 +195,7 @@ class CompareOptions:
         need(self.max_samples >= 100, "max_samples", self.max_samples, "use >= 100")
         need(self.bootstrap >= 100, "bootstrap", self.bootstrap, "use >= 100")
         need(self.min_samples >= 2, "min_samples", self.min_samples, "use >= 2")
+        need(self.seed >= 0, "seed", self.seed, "use a whole number of 0 or more")
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +350,45 @@ class Comparison:
         return tuple(e for e in self.endpoints if e.regression)
 
 
+class DamagedRun(ValueError):
+    """One of the compared runs has a finished request part that cannot be read as
+    Parquet: cut short (its footer, written last, is missing) or corrupt.
+
+    ``run_id`` and ``run_path`` name the run, ``part`` the file, ``cause`` what
+    pyarrow said."""
+
+    def __init__(self, run: Run, part: Path, cause: str) -> None:
+        self.run_id = run.run_id
+        self.run_path = run.path
+        self.part = part
+        self.cause = cause
+        super().__init__(
+            f"run {run.run_id} ({run.path}): request part {part} cannot be read "
+            f"({cause})"
+        )
+
+
+def damaged_part(run: Run, *, whole: bool = False) -> DamagedRun | None:
+    """The first finished request part of ``run`` that cannot be read, or None.
+
+    Only the parts' footers are read (cheap: a truncated part has none) unless
+    ``whole`` is true; then every row group is read too, one at a time, which
+    finds a part whose footer is intact but whose pages are not.
+    """
+    for path in run.request_parts():
+        try:
+            if whole:
+                reader = pq.ParquetFile(path)
+                for i in range(reader.num_row_groups):
+                    reader.read_row_group(i)
+            else:
+                pq.read_metadata(path)
+        except (pa.ArrowException, OSError) as exc:
+            cause = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
+            return DamagedRun(run, path, cause)
+    return None
+
+
 def _relative(after: float, before: float) -> float:
     if not (math.isfinite(after) and math.isfinite(before)) or before <= 0:
         return math.nan
@@ -363,7 +415,8 @@ def compare_runs(
     The latency test and the bootstrap see a seeded random sample of at most
     ``max_samples`` requests per side and endpoint, so a run of 10^7 rows stays
     cheap and the same inputs give the same result. Raises ValueError for an
-    option out of range.
+    option out of range, and :class:`DamagedRun` (a ValueError) naming the run and
+    the file when a request part cannot be read.
     """
     options = CompareOptions(
         tolerance=tolerance,
@@ -376,13 +429,27 @@ def compare_runs(
         min_samples=min_samples,
         seed=seed,
     )
+    for run in (baseline, candidate):
+        damaged = damaged_part(run)
+        if damaged is not None:
+            raise damaged
     # One stream of random numbers per side, so that the baseline's sample does not
     # depend on what the candidate holds.
     rng_base, rng_cand, rng_boot = np.random.default_rng(seed).spawn(3)
-    figures_base = _figures(baseline)
-    figures_cand = _figures(candidate)
-    samples_base = _samples(baseline, figures_base, max_samples, rng_base)
-    samples_cand = _samples(candidate, figures_cand, max_samples, rng_cand)
+    try:
+        figures_base = _figures(baseline)
+        figures_cand = _figures(candidate)
+        samples_base = _samples(baseline, figures_base, max_samples, rng_base)
+        samples_cand = _samples(candidate, figures_cand, max_samples, rng_cand)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        # The footers were fine, so a page is not: find the part to name it. (A
+        # failed read may come wrapped in a ValueError; when every part reads in
+        # whole, the error was something else and goes on as it was.)
+        for run in (baseline, candidate):
+            damaged = damaged_part(run, whole=True)
+            if damaged is not None:
+                raise damaged from exc
+        raise
     keys = sorted((set(figures_base) | set(figures_cand)) - {ALL})
     if figures_base or figures_cand:
         keys.append(ALL)
@@ -566,8 +633,8 @@ def _compare_endpoint(
                 over.append(f"{name} {change:+.1%} is over the {limit:.1%} tolerance")
         if more_errors and rise > options.error_tolerance:
             over.append(
-                f"the error rate rose by {rise:.2%}, over the "
-                f"{options.error_tolerance:.2%} tolerance"
+                f"the error rate rose by {_points(rise)}, over the tolerance of "
+                f"{_points(options.error_tolerance)}"
             )
         regression = bool(over)
         reasons += [f"regression: {text}" for text in over]
@@ -906,7 +973,7 @@ def comparison_html(comparison: Comparison) -> str:
         "<p class='small'>"
         + esc(
             f"Options: tolerance {opts.tolerance:.1%} (p50/p95), error tolerance "
-            f"{opts.error_tolerance:.2%} (absolute), alpha {opts.alpha:g}, minimum "
+            f"{_points(opts.error_tolerance)}, alpha {opts.alpha:g}, minimum "
             f"effect {opts.min_effect:.1%} (median) and {opts.min_tail_effect:.1%} "
             f"(p95), at most {opts.max_samples} sampled "
             f"requests per side, {opts.bootstrap} bootstrap draws, seed {opts.seed}. "
@@ -1028,9 +1095,10 @@ def _pair(e: EndpointComparison, figure: str, spec: str) -> str:
     text = f"<span class='pair'>{text}</span>"
     change = e.change(figure)
     if math.isfinite(change):
-        shown = (
-            f"{change * 100:+.2f} pt" if figure == "error_rate" else f"{change:+.1%}"
-        )
+        if figure == "error_rate":
+            shown = _signed(change, 2) + " pt"
+        else:
+            shown = _signed(change, 1) + "%"
         text += f"<br><span class='small'>{html.escape(shown)}</span>"
     return text
 
@@ -1155,5 +1223,17 @@ def _terse(e: EndpointComparison, figure: str) -> str:
     text = f"{show(e.baseline)} -> {show(e.candidate)}"
     change = e.change(figure)
     if math.isfinite(change) and figure != "error_rate":
-        text += f" {change:+.0%}"
+        text += " " + _signed(change, 0) + "%"
     return text
+
+
+def _signed(fraction: float, decimals: int) -> str:
+    """``fraction`` in percent with ``decimals`` decimals and its sign, without the
+    ``%``: ``+19``, ``-3.5``; a change that rounds to zero is ``0``, never ``-0``."""
+    text = f"{fraction * 100:+.{decimals}f}"
+    return text[1:] if float(text) == 0 else text
+
+
+def _points(difference: float) -> str:
+    """A difference of two rates in percentage points: ``6.38 percentage points``."""
+    return f"{difference * 100:.2f} percentage points"

@@ -7,8 +7,10 @@ docs/compare.md), prints one line per endpoint, writes ``compare.html`` and
 
 * 0 when no endpoint regressed beyond the tolerance,
 * 1 (:data:`~harness.errors.EXIT_THRESHOLDS_FAILED`) when one did, so that CI fails,
-* 2 (:data:`~harness.errors.EXIT_BAD_INPUT`) when a folder is not a run or an option
-  is out of range.
+* 2 (:data:`~harness.errors.EXIT_BAD_INPUT`) when a folder is not a run, a run's
+  request part cannot be read (the message names the run and the file), or an
+  option is out of range (a bare number of 1 or more for a fraction included: see
+  :func:`parse_fraction`).
 
 The analysis modules (scipy, matplotlib) are imported when the command runs, not
 when the command line starts, so other commands do not pay for them.
@@ -32,20 +34,29 @@ if TYPE_CHECKING:
 def parse_fraction(text: str, option: str) -> float:
     """``"10%"`` or ``"0.1"`` as 0.1; a finite number of 0 or more.
 
-    Raises :class:`UsageError` naming ``option`` otherwise.
+    A bare number of 1 or more is refused: ``--tolerance 10`` would mean 1000 %,
+    which switches the gate off, while whoever typed it almost surely meant 10 %.
+    Such a value must be written as a percentage (``1000%``) to be taken. Raises
+    :class:`UsageError` naming ``option`` and saying how to write the value.
     """
     raw = text.strip()
-    scale = 1.0
-    if raw.endswith("%"):
-        raw, scale = raw[:-1].strip(), 0.01
+    percent = raw.endswith("%")
+    if percent:
+        raw = raw[:-1].strip()
     try:
-        value = float(raw) * scale
+        number = float(raw)
     except ValueError:
-        value = math.nan
+        number = math.nan
+    value = number / 100 if percent else number
     if not math.isfinite(value) or value < 0:
         raise UsageError(
             f"{option} {text!r} is not a fraction: write a percentage like 10% or "
             "a number like 0.1"
+        )
+    if not percent and value >= 1:
+        raise UsageError(
+            f"{option} {text!r} reads as {value * 100:g} %; write {value:g}% or "
+            f"{value / 100:g}"
         )
     return value
 
@@ -84,7 +95,8 @@ def _open(path: Path, role: str) -> Run:
     "--tolerance",
     default="10%",
     show_default=True,
-    help="A latency regression is a p50 or p95 this much above the baseline's.",
+    help="A latency regression is a p50 or p95 this much above the baseline's. "
+    "Write 10% or 0.1: a bare number of 1 or more is refused.",
 )
 @click.option(
     "--alpha",
@@ -108,14 +120,15 @@ def _open(path: Path, role: str) -> Run:
     "--error-tolerance",
     default="0.5%",
     show_default=True,
-    help="An error regression is an error rate this much (absolute) above.",
+    help="An error regression is an error rate this much above, in percentage "
+    "points (0.5% is half a point); at most 100%.",
 )
 @click.option(
     "--seed",
     type=int,
     default=0,
     show_default=True,
-    help="Seed of the sampling and the bootstrap.",
+    help="Seed of the sampling and the bootstrap (0 or more).",
 )
 def compare(
     baseline: Path,
@@ -132,10 +145,17 @@ def compare(
 
     Exits 1 when an endpoint regressed beyond the tolerance, 0 otherwise.
     """
-    from analysis.compare import compare_runs, format_comparison, write_comparison
+    from analysis.compare import (
+        DamagedRun,
+        compare_runs,
+        format_comparison,
+        write_comparison,
+    )
 
     base = _open(baseline, "baseline")
     cand = _open(candidate, "candidate")
+    if seed < 0:
+        raise UsageError(f"--seed {seed}: use a whole number of 0 or more, e.g. 0")
     level = parse_fraction(alpha, "--alpha")
     if not 0 < level < 1:
         raise UsageError(
@@ -150,17 +170,33 @@ def compare(
         effects[option] = parse_fraction(text, option)
         if effects[option] >= 1:
             raise UsageError(f"{option} {text!r} must be under 100%, e.g. 5%")
+    latency_limit = parse_fraction(tolerance, "--tolerance")
+    error_limit = parse_fraction(error_tolerance, "--error-tolerance")
+    if error_limit > 1:
+        raise UsageError(
+            f"--error-tolerance {error_tolerance!r} is more than 100 percentage "
+            "points, more than an error rate can rise: write the rise you accept, "
+            "e.g. 0.5% (100% turns the error check off)"
+        )
     try:
         comparison = compare_runs(
             base,
             cand,
-            tolerance=parse_fraction(tolerance, "--tolerance"),
+            tolerance=latency_limit,
             alpha=level,
             min_effect=effects["--min-effect"],
             min_tail_effect=effects["--min-tail-effect"],
-            error_tolerance=parse_fraction(error_tolerance, "--error-tolerance"),
+            error_tolerance=error_limit,
             seed=seed,
         )
+    except DamagedRun as exc:
+        role = "baseline" if exc.run_path == base.path else "candidate"
+        raise UsageError(
+            f"the {role} run {exc.run_id} ({exc.run_path}) has a damaged request "
+            f"part: {exc.part} cannot be read ({exc.cause}). The file is cut "
+            "short or corrupt: restore it from a copy of the run, or rename it "
+            f"(e.g. to {exc.part.name}.damaged) to compare the run without its rows"
+        ) from None
     except ValueError as exc:
         raise UsageError(f"{exc}; see `harness compare --help`") from None
     folder = out if out is not None else candidate / f"compare-{base.run_id}"

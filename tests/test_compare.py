@@ -8,6 +8,7 @@ import base64
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -16,10 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from analysis import Run, open_run
 from analysis.compare import (
+    DamagedRun,
     _bootstrap_quantile,
     compare_runs,
     comparison_dict,
@@ -364,6 +367,13 @@ def test_more_errors_is_worse_and_a_regression_past_the_error_tolerance(
     assert e.errors.p_value < 1e-6
     assert e.change("error_rate") == pytest.approx(0.05, abs=0.015)
     assert any("error rate" in r for r in e.reasons)
+    # The rise of a rate is a difference of percentages: percentage points.
+    (rose,) = [r for r in e.reasons if "rose by" in r]
+    assert re.search(
+        r"rose by \d+\.\d\d percentage points, over the tolerance of 0\.50 "
+        "percentage points",
+        rose,
+    ), rose
     loose = compare_runs(base, cand, error_tolerance=0.2)
     assert loose.endpoints[0].verdict == "worse"
     assert not loose.regressions
@@ -410,6 +420,27 @@ def test_fractions_are_read_as_percentages_or_numbers(text: str, value: float) -
     assert parse_fraction(text, "--tolerance") == pytest.approx(value)
 
 
+@pytest.mark.parametrize(
+    ("text", "value"), [("1000%", 10.0), ("100%", 1.0), ("0.99", 0.99)]
+)
+def test_fractions_of_one_or_more_are_taken_when_written_as_percentages(
+    text: str, value: float
+) -> None:
+    assert parse_fraction(text, "--tolerance") == pytest.approx(value)
+
+
+@pytest.mark.parametrize(
+    ("text", "reading"),
+    [("10", "'10' reads as 1000 %; write 10% or 0.1"), ("1", "reads as 100 %")],
+)
+def test_bare_numbers_of_one_or_more_are_refused_as_likely_percentages(
+    text: str, reading: str
+) -> None:
+    with pytest.raises(UsageError, match="--tolerance") as caught:
+        parse_fraction(text, "--tolerance")
+    assert reading in str(caught.value)
+
+
 @pytest.mark.parametrize("text", ["-1%", "ten", "nan", "inf", "%"])
 def test_fractions_that_are_not_refused_with_the_option_name(text: str) -> None:
     with pytest.raises(UsageError, match="--tolerance"):
@@ -422,6 +453,117 @@ def test_out_of_range_options_are_refused(runs: Runs) -> None:
         compare_runs(run, run, alpha=0.0)
     with pytest.raises(ValueError, match="max_samples"):
         compare_runs(run, run, max_samples=10)
+    with pytest.raises(ValueError, match="error_tolerance"):
+        compare_runs(run, run, error_tolerance=2.0)
+    with pytest.raises(ValueError, match="seed"):
+        compare_runs(run, run, seed=-1)
+
+
+@pytest.fixture(scope="module")
+def slowed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A baseline run and a candidate 30 % slower on every request: a regression
+    at the default options."""
+    out = tmp_path_factory.mktemp("slowed")
+    table = make_records(3_000, seed=9)
+    base = write_run(out / "b", [table], run_id="b")
+    cand = write_run(out / "c", [_slowed(table, 1.3)], run_id="c")
+    return base.path, cand.path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("option", "value", "said"),
+    [
+        ("--tolerance", "10", "--tolerance '10' reads as 1000 %; write 10% or 0.1"),
+        ("--error-tolerance", "2", "--error-tolerance '2' reads as 200 %"),
+        ("--error-tolerance", "150%", "more than 100 percentage points"),
+        ("--seed", "-1", "--seed -1: use a whole number of 0 or more"),
+    ],
+)
+def test_options_that_would_switch_the_gate_off_are_refused(
+    slowed: tuple[Path, Path], tmp_path: Path, option: str, value: str, said: str
+) -> None:
+    # Read as a fraction, --tolerance 10 is 1000 %: the +30 % slowdown would pass
+    # as no regression, exit 0.
+    proc = harness_compare(
+        str(slowed[0]),
+        str(slowed[1]),
+        "--out",
+        str(tmp_path / "report"),
+        option,
+        value,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("error: "), proc.stderr
+    assert said in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "report").exists()
+
+
+@pytest.mark.slow
+def test_a_tolerance_written_as_a_percentage_is_taken_as_written(
+    slowed: tuple[Path, Path], tmp_path: Path
+) -> None:
+    proc = harness_compare(
+        str(slowed[0]),
+        str(slowed[1]),
+        "--out",
+        str(tmp_path / "report"),
+        "--tolerance",
+        "1000%",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "report" / "compare.json").read_text())
+    assert report["options"]["tolerance"] == pytest.approx(10.0)
+    assert report["regressions"] == []
+
+
+@pytest.mark.slow
+def test_a_truncated_part_is_named_with_its_run_and_exits_2(
+    runs: Runs, tmp_path: Path
+) -> None:
+    copy = tmp_path / "slower"
+    shutil.copytree(runs.slower, copy)
+    part = open_run(copy).request_parts()[-1]
+    data = part.read_bytes()
+    part.write_bytes(data[: len(data) // 2])
+    proc = harness_compare(str(runs.baseline), str(copy), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("error: the candidate run slower "), proc.stderr
+    assert str(part) in proc.stderr
+    assert f"rename it (e.g. to {part.name}.damaged)" in proc.stderr
+    assert "--help" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_part_with_a_damaged_page_is_found_and_named(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "b", [make_records(3_000, seed=1)])
+    cand = write_run(tmp_path / "c", [make_records(3_000, seed=2)], run_id="c")
+    part = cand.request_parts()[-1]
+    # The footer stays intact; the bytes of one column chunk of a row group do not.
+    chunk = pq.read_metadata(part).row_group(1).column(5)
+    data = bytearray(part.read_bytes())
+    start = chunk.data_page_offset
+    for i in range(start, start + chunk.total_compressed_size):
+        data[i] ^= 0xA5
+    part.write_bytes(bytes(data))
+    with pytest.raises(DamagedRun) as caught:
+        compare_runs(base, cand)
+    assert caught.value.part == part
+    assert caught.value.run_id == "c"
+    assert str(part) in str(caught.value)
+
+
+def test_changes_that_round_to_zero_carry_no_minus_sign(tmp_path: Path) -> None:
+    table = make_records(600, seed=8)
+    base = write_run(tmp_path / "b", [table])
+    cand = write_run(tmp_path / "c", [_slowed(table, 0.998)], run_id="c")
+    comparison = compare_runs(base, cand)
+    assert all(-0.005 < e.change("p50_ms") < 0 for e in comparison.endpoints)
+    text = format_comparison(comparison)
+    assert "-0%" not in text
+    assert text.count(" 0%") >= len(comparison.endpoints)
+    page = write_comparison(comparison, tmp_path / "o")["html"].read_text()
+    assert "-0.0%" not in page and "-0.00 pt" not in page
 
 
 def test_a_run_compared_with_itself_is_unchanged(runs: Runs) -> None:

@@ -2,7 +2,8 @@
 
 One short smoke run against the demo target feeds two executions of the notebook, so
 that both branches of the resource cell run: a copy of the run without its resource
-samples, and the run with the samples the harness's monitor took.
+samples, and the run with the samples the harness's monitor took. A third run,
+interrupted in its first phase, checks that the notebook says the run was stopped.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,10 @@ KERNEL_NAME = "loadharness-notebook-test"
 CELL_TIMEOUT_S = 120
 RUN_TIMEOUT_S = 60.0
 NO_SAMPLES = "no resource samples"
+# The smoke profile with a first phase long enough to be interrupted in: 60 s at 20
+# iterations/s, then the smoke profile's other two phases.
+LONG_WARM_UP = ("duration: 5s, rate: 5}", "duration: 60s, rate: 20}")
+REQUESTS_BEFORE_STOP = 20
 
 
 @dataclass(frozen=True)
@@ -139,6 +146,45 @@ def executed_with_resources(
     return smoke_run, execute(smoke_run, tmp_path_factory.mktemp("kernel"))
 
 
+@pytest.fixture(scope="module")
+def interrupted_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run of the smoke profile stopped by SIGINT (as Ctrl-C) in its first phase,
+    once the target has served a few requests."""
+    out = tmp_path_factory.mktemp("interrupted")
+    profile = out / "long-warm-up.yaml"
+    text = SMOKE.read_text()
+    assert LONG_WARM_UP[0] in text
+    profile.write_text(text.replace(*LONG_WARM_UP))
+    with DemoTarget.start() as target:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "harness", "run", str(profile),
+                "--target", target.url, "--workers", "1",
+                "--run-id", "stopped", "--out", str(out), "--no-report",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )  # fmt: skip
+        try:
+            for _ in range(600):  # at most about 30 s, far below the 60 s phase
+                if target.stats()["requests_served"] >= REQUESTS_BEFORE_STOP:
+                    break
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+            assert proc.poll() is None, "the run ended before it could be stopped"
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=RUN_TIMEOUT_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 130, err
+    return out / "stopped"
+
+
 def test_stored_notebook_has_no_outputs_and_explains_every_code_cell() -> None:
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nbformat.validate(nb)
@@ -173,6 +219,9 @@ def test_notebook_runs_on_a_fresh_run_and_names_its_endpoints(
         assert endpoint in printed
     # The copy has no resource samples: the resource cell says so instead of failing.
     assert NO_SAMPLES in printed
+    assert "The run completed: it went through its phases and ended." in printed
+    assert "No unusual events." in printed
+    assert "stopped" not in printed
 
 
 @pytest.mark.slow
@@ -188,3 +237,27 @@ def test_notebook_plots_resources_when_the_run_has_samples(
     assert NO_SAMPLES not in executed.stream("stdout")
     # The resource figure comes in addition to latency and throughput.
     assert executed.pngs() == executed_plain[1].pngs() + 1
+
+
+@pytest.mark.slow
+def test_notebook_says_when_and_why_a_run_was_stopped_in_its_first_phase(
+    interrupted_run: Path, tmp_path: Path
+) -> None:
+    manifest = json.loads((interrupted_run / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    assert manifest["stop_reason"] == "interrupted"
+    executed = execute(interrupted_run, tmp_path)
+    assert executed.errors() == []
+    assert "Warning" not in executed.stream("stderr")
+    printed = executed.stream("stdout")
+    assert "No unusual events" not in printed
+    assert "went through its phases" not in printed
+    assert "The run was stopped " in printed
+    assert "in phase 1 of 3 ('warm up'), out of 75 s planned" in printed
+    assert "it was interrupted (Ctrl-C, SIGTERM or `harness runs stop`)" in printed
+    assert "Status interrupted" in printed
+    assert "1 unusual event(s): stop (1)" in printed
+    events = open_run(interrupted_run).events()
+    start = float(events.loc[events["event"] == "run_start", "time"].min())
+    stop = float(events.loc[events["event"] == "stop", "time"].min())
+    assert f"stopped {stop - start:.1f} s after the start" in printed
