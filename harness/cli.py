@@ -271,6 +271,13 @@ def _run_profile(
     run_id = run_id or _default_run_id()
     if "/" in run_id or run_id in (".", ".."):
         raise UsageError(f"--run-id {run_id!r} must be a plain folder name")
+    if (out / run_id).exists():
+        # Refused before anything is printed or started; the coordinator checks
+        # again when it creates the folder.
+        raise UsageError(
+            f"run folder {out / run_id} already exists\n"
+            "  fix: choose another --run-id, or remove that folder"
+        )
     n_workers = workers or os.cpu_count() or 1
     # A shard's share of the VUs is a whole number: more workers than VUs would
     # leave some with none (every arrival dropped, or nothing to run).

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import textwrap
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -64,7 +66,10 @@ def list_command(out: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="The results as JSON.")
 def show_command(run_id: str, out: Path, as_json: bool) -> None:
     """RUN's status and results: totals, error rate, latency, throughput, per
-    scenario, and the system metrics the monitor measured."""
+    scenario, and the system metrics the monitor measured.
+
+    A run that is still going (or was lost) can only be read up to its last closed
+    part: a note says how many requests and up to when, with the live count."""
     figures = service.results(run_id, out)
     if as_json:
         click.echo(json.dumps(figures, indent=1))
@@ -78,7 +83,22 @@ def show_command(run_id: str, out: Path, as_json: bool) -> None:
         f"started {_when(s['started_at'])} UTC, elapsed {_seconds(s['elapsed_s'])}"
         + (f", stopped early: {s['abort_reason']}" if s["abort_reason"] else "")
     )
+    if s["status"] == "failed" and s["stop_reason"]:
+        click.echo(f"failed: {s['stop_reason']}")
+    elif s["stop_reason"] and s["status"] != "completed" and not s["abort_reason"]:
+        click.echo(f"stop reason: {s['stop_reason']}")
+    if figures["note"]:
+        click.echo(
+            textwrap.fill(f"note: {figures['note']}.", width=88, subsequent_indent="  ")
+        )
     click.echo("")
+    # With nothing closed yet, a table of zeros would misstate a run that sends.
+    if figures["final"] or figures["records"]["rows"]:
+        _print_table(figures)
+    _print_system(figures)
+
+
+def _print_table(figures: dict[str, Any]) -> None:
     rows = [("all", figures), *sorted(figures["scenarios"].items())]
     click.echo(
         f"{'scenario':<32} {'requests':>9} {'failed':>7} {'err %':>6} {'req/s':>8} "
@@ -94,9 +114,13 @@ def show_command(run_id: str, out: Path, as_json: bool) -> None:
     if figures["errors"]:
         kinds = ", ".join(f"{k} {v}" for k, v in figures["errors"].items())
         click.echo(f"errors: {kinds}")
+
+
+def _print_system(figures: dict[str, Any]) -> None:
     system = figures["system"]
     if system is None:
-        click.echo("system: no resource samples in this run")
+        where = "this run" if figures["final"] else "the parts closed so far"
+        click.echo(f"system: no resource samples in {where}")
         return
     target = system.get("target")
     if target:

@@ -7,7 +7,11 @@ How this works
 2. Spawn one worker process per shard (``multiprocessing``, ``spawn`` start method),
    each with its own control pipe and one shared queue back. Wait until every worker
    has compiled its scenarios and said it is ready, then send all of them the same
-   start instant, a quarter second ahead, so they begin together.
+   start instant, a quarter second ahead, so they begin together. A stop asked for
+   before then (Ctrl-C, SIGTERM, ``harness runs stop`` as soon as the manifest
+   exists) is a stop, not a failure: the handlers are in place before the first
+   manifest is written, each worker is told to stop instead of being started, and
+   the run ends ``interrupted`` (exit code 130) with nothing lost.
 3. Until every worker is done: merge their one-second snapshots for the live view,
    write their events, watch the processes (a worker that dies is recorded with its
    exit code and the time, and the others go on), and handle signals: the first
@@ -57,6 +61,7 @@ from .errors import (
     EXIT_RUN_ERROR,
     EXIT_THRESHOLDS_FAILED,
     RunError,
+    UsageError,
 )
 from .live import LiveView, format_target, silence
 from .livestats import WindowStats
@@ -138,6 +143,8 @@ class Coordinator:
         self.stream = stream or sys.stdout
         self.run_dir = options.out_dir / options.run_id
         self.shards: list[_Shard] = []
+        self.queue: Any = None
+        """The workers' queue back; None until they are spawned."""
         self.status = "running"
         self.stop_reason = ""
         self.abort_reason = ""
@@ -161,28 +168,36 @@ class Coordinator:
 
     def run(self) -> RunOutcome:
         self._check_free_space()
+        if self.run_dir.exists():
+            raise self._run_dir_taken()
         self._open_monitor()  # a monitor that cannot start fails before anything
         try:
             self.run_dir.mkdir(parents=True, exist_ok=False)
         except FileExistsError:
             self._stop_monitor()
-            raise RunError(
-                f"run folder {self.run_dir} already exists; choose another --run-id "
-                "or remove it"
-            ) from None
+            raise self._run_dir_taken() from None
         except OSError as exc:
             self._stop_monitor()
             raise RunError(f"cannot create run folder {self.run_dir}: {exc}") from None
         self.events = EventLog(self.run_dir / "events.jsonl")
-        self._write_manifest()
+        # The handlers come before the first manifest: once the run can be seen
+        # (`harness runs stop`), a stop is a stop, however early it arrives.
         previous = self._install_signal_handlers()
         try:
+            self._write_manifest()
             self._start_monitor()
-            self._spawn()
-            self._watch_workers()
-            self._wait_ready()
-            self._start()
-            self._supervise()
+            if not self._signals:
+                self._spawn()
+                self._watch_workers()
+            if self._wait_ready():
+                self._start()
+                self._supervise()
+            else:
+                self._stop_before_start()
+        except KeyboardInterrupt:
+            # Only where the handlers could not be installed: still the user's stop.
+            self.stop_reason = "interrupted"
+            self._stop_all(graceful=True, reason="interrupted")
         except BaseException as exc:
             self.status = "failed"
             self.stop_reason = f"{type(exc).__name__}: {exc}"
@@ -232,11 +247,20 @@ class Coordinator:
             child.close()
             self.shards.append(_Shard(shard, process, parent, pid=process.pid))
 
-    def _wait_ready(self) -> None:
+    def _run_dir_taken(self) -> UsageError:
+        return UsageError(
+            f"run folder {self.run_dir} already exists\n"
+            "  fix: choose another --run-id, or remove that folder"
+        )
+
+    def _wait_ready(self) -> bool:
+        """Wait until every worker is ready; False when a stop was asked for first."""
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while not all(s.ready for s in self.shards):
+        while True:
             if self._signals:
-                raise KeyboardInterrupt
+                return False
+            if all(s.ready for s in self.shards):
+                return True
             self._drain(timeout_s=POLL_S)
             for s in self.shards:
                 if s.failed:
@@ -251,6 +275,36 @@ class Coordinator:
                     f"workers not ready after {READY_TIMEOUT_S:.0f}s; the machine "
                     "may be overloaded"
                 )
+
+    def _stop_before_start(self) -> None:
+        """A stop asked for while the workers were starting: nothing was sent yet.
+
+        Each worker is told to stop, which it reads after it is ready; it then
+        closes its (empty) writer and reports ``Done``, so the run ends
+        ``interrupted`` rather than ``failed``. A second signal, or workers that
+        still have not ended when the start-up deadline passes, ends them at once.
+        """
+        self.stop_reason = "interrupted"
+        reason = "hangup" if self._hung_up else "interrupted"
+        self.view.message("stopping: the load had not started yet")
+        self._stop_all(graceful=True, reason=reason)
+        handled_signals = self._signals
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        immediate_at: float | None = None
+        while not all(self._finished(s) for s in self.shards):
+            self._drain(timeout_s=POLL_S)
+            self._check_processes()
+            self._monitor_events()
+            now = time.monotonic()
+            if immediate_at is None and (
+                self._signals > handled_signals or now > deadline
+            ):
+                self._stop_all(graceful=False, reason="interrupted")
+                immediate_at = now
+            if immediate_at is not None and now - immediate_at > KILL_AFTER_S:
+                self._kill_remaining("did not stop in time")
+                break
+        self._drain(timeout_s=0)
 
     def _start(self) -> None:
         self.started_wall_ns = time.time_ns() + int(START_LEAD_S * 1e9)
@@ -401,6 +455,8 @@ class Coordinator:
     # -- messages -------------------------------------------------------------------
 
     def _drain(self, timeout_s: float) -> None:
+        if self.queue is None:
+            return  # no worker was spawned (a stop or a failure came first)
         block = timeout_s > 0
         while True:
             try:
@@ -470,7 +526,12 @@ class Coordinator:
             s.exit_code = s.process.exitcode
             s.exit_wall_ns = time.time_ns()
             self._drain(timeout_s=0)
-            elapsed = (s.exit_wall_ns - self.started_wall_ns) / 1e9
+            # Before the start instant there is no run time to measure from.
+            elapsed = (
+                (s.exit_wall_ns - self.started_wall_ns) / 1e9
+                if self.started_wall_ns
+                else 0.0
+            )
             self.events.write(
                 "worker_exit",
                 s.exit_wall_ns,
@@ -677,6 +738,8 @@ class Coordinator:
             "time_scale": self.options.time_scale,
             "seed": self.options.seed,
             "workers": self.options.workers,
+            # How often parts close: how far a reader of a running run lags behind.
+            "part_s": self.options.part_s,
             "shards": shards,
             "profile": describe_profile(self.profile),
             "versions": versions(),

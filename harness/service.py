@@ -13,14 +13,22 @@ Everything else works from the run folder alone, so it works from another termin
 another program, or after a restart:
 
 * :func:`status` reads ``manifest.json``; a manifest that still says ``running``
-  while its coordinator process is gone is reported as ``lost``.
+  while its coordinator process is gone is reported as ``lost``. A lost run never
+  wrote its final counts, so its request count is the rows of its finished parts
+  (read from their footers), and its elapsed time ends at the last thing known of it:
+  the manifest's last live count or its newest finished part, whichever is later.
 * :func:`stop` sends SIGTERM to the coordinator named in the manifest, which is the
   first Ctrl-C: scheduling stops, requests in flight finish, every part is closed and
   the manifest says ``interrupted``. Before signalling, the process is checked to be
   that coordinator (its start time and command line), so a recycled pid is never hit.
 * :func:`results` computes the figures from the Parquet records and the monitor's
   samples (nothing is estimated): totals, error rate, mean, p95 and p99, throughput,
-  per-scenario figures, and the system metrics that were measured.
+  per-scenario figures, and the system metrics that were measured. Only finished
+  parts can be read, and a part closes every ``--part-seconds`` (60 s by default):
+  while a run goes (and for a lost run) the figures cover the parts closed so far
+  and lag the run by up to that much. The result says so (``final``, ``records``:
+  how many rows and up to when, ``note``) and carries the manifest's live count
+  (``live``, rewritten every 2 s), which ``harness runs show`` prints beside them.
 * :func:`list_runs` lists the run folders under ``out``, newest first.
 
 A program that starts runs this way needs no ``if __name__ == "__main__"`` guard:
@@ -118,9 +126,23 @@ class RunStatus:
     duration_s: float | None
     """The planned length of the load."""
     requests: int
-    """Requests recorded, or, while the run goes, the live count (every 2 s)."""
+    """Requests recorded; while the run goes, the live count (every 2 s); for a
+    lost run, the rows in its finished parts."""
     coordinator_pid: int | None
     abort_reason: str = ""
+    stop_reason: str = ""
+    """Why the run ended before its shape did: ``interrupted``, ``aborted``,
+    ``disk_low``, ``overrun``; for a ``failed`` run, the error."""
+    requests_live: int | None = None
+    """The live count of the manifest's last progress (a running or lost run)."""
+    errors_live: dict[str, int] = field(default_factory=dict)
+    """Errors by kind in that live count."""
+    progress_at: float | None = None
+    """When that live count was written (epoch seconds)."""
+    last_seen_at: float | None = None
+    """A lost run: the last time it was known to be going (epoch seconds)."""
+    part_s: float | None = None
+    """How often the run closes a Parquet part (None for runs that did not say)."""
 
     @property
     def running(self) -> bool:
@@ -280,13 +302,27 @@ def status(
         state = "lost"
     counts = m.get("counts") or {}
     progress = m.get("progress") or {}
-    # The final count once the run has ended; the live one while it runs.
-    requests = counts.get("requests", progress.get("requests_live", 0))
-    if isinstance(started, int | float):
-        elapsed = (ended if isinstance(ended, int | float) else time.time()) - started
+    live = progress.get("requests_live")
+    live = live if isinstance(live, int) else None
+    progress_at = _number(progress.get("updated_at"))
+    last_seen: float | None = None
+    if "requests" in counts:
+        requests = counts["requests"]  # the final count: the run has ended
+    elif state == "lost":
+        # Nobody will write the final count: the rows on disk are what was kept.
+        requests, _, newest = _on_disk(run_dir)
+        known = [t for t in (progress_at, newest) if t is not None]
+        last_seen = max(known) if known else _mtime(run_dir / "manifest.json")
     else:
-        elapsed = None
+        requests = live or 0
+    end = _number(ended)
+    if end is None:
+        end = last_seen if state == "lost" else time.time()
+    elapsed = (
+        None if not isinstance(started, int | float) or end is None else (end - started)
+    )
     profile = m.get("profile") or {}
+    errors_live = progress.get("errors_live") or {}
     return RunStatus(
         run_id=str(m.get("run_id") or run_dir.name),
         run_dir=run_dir,
@@ -300,7 +336,47 @@ def status(
         requests=int(requests),
         coordinator_pid=pid if isinstance(pid, int) else None,
         abort_reason=str(m.get("abort_reason") or ""),
+        stop_reason=str(m.get("stop_reason") or ""),
+        requests_live=live,
+        errors_live={str(k): int(v) for k, v in errors_live.items()},
+        progress_at=progress_at,
+        last_seen_at=last_seen,
+        part_s=_number(m.get("part_s")),
     )
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _on_disk(run_dir: Path) -> tuple[int, int, float | None]:
+    """Rows and number of the finished request parts (from their footers), and
+    when the newest finished part, of requests or resources, was written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from analysis.dataset import finished_parts
+
+    rows = 0
+    parts = finished_parts(run_dir / "requests")
+    for part in parts:
+        try:
+            rows += pq.read_metadata(part).num_rows
+        except (OSError, pa.ArrowException):
+            continue  # not a readable part: analysis skips it too
+    times = [
+        t
+        for t in map(_mtime, [*parts, *finished_parts(run_dir / "resources")])
+        if t is not None
+    ]
+    return rows, len(parts), max(times) if times else None
 
 
 def wait(
@@ -371,6 +447,14 @@ def results(
     ``duration_s``, ``scenarios`` (the same per scenario), ``errors`` (by kind) and
     ``system`` (the measured resources, or None without samples). Response times
     are service times (``latency_ns``).
+
+    Where the figures come from: ``final`` is False while the run goes and for a
+    lost run, whose figures cover only the parts closed so far; ``records`` holds
+    ``rows``, ``parts`` and ``up_to_s`` (how far into the run the newest of those
+    rows reaches, None without rows); ``live`` holds the manifest's live count
+    (``requests``, ``errors`` by kind, ``updated_at`` in epoch seconds), or None
+    when the run has ended; ``note`` says all this in a sentence (empty when
+    ``final``).
     """
     import numpy as np
     import pyarrow as pa
@@ -385,12 +469,15 @@ def results(
     )
     now = status(run_dir, out)
     out_dict: dict[str, Any] = {"run": now.as_dict()}
+    start = table.column("start_ns").to_numpy()
+    latency = table.column("latency_ns").to_numpy()
+    last_end_s = int((start + latency).max()) / 1e9 if table.num_rows else None
+    parts = len(handle.request_parts())
+    out_dict.update(_provenance(now, table.num_rows, parts, last_end_s))
     if table.num_rows == 0:
         out_dict.update(_figures_dict(_Figures(), None))
         out_dict.update({"scenarios": {}, "errors": {}, "system": _system(handle)})
         return out_dict
-    start = table.column("start_ns").to_numpy()
-    latency = table.column("latency_ns").to_numpy()
     span_s = (int((start + latency).max()) - int(start.min())) / 1e9
     failed = table.column("error").is_valid().to_numpy(zero_copy_only=False)
     scenario = table.column("scenario").to_pandas().astype(str).to_numpy()
@@ -422,6 +509,65 @@ def results(
     }
     out_dict["system"] = _system(handle)
     return out_dict
+
+
+def _provenance(
+    now: RunStatus, rows: int, parts: int, last_end_s: float | None
+) -> dict[str, Any]:
+    """``final``, ``records``, ``live`` and ``note`` of :func:`results`."""
+    final = now.status not in ("running", "lost")
+    up_to_s = None
+    if last_end_s is not None and now.started_at is not None:
+        up_to_s = max(0.0, last_end_s - now.started_at)
+    records = {"rows": rows, "parts": parts, "up_to_s": up_to_s}
+    live = None
+    if not final and now.requests_live is not None:
+        live = {
+            "requests": now.requests_live,
+            "errors": dict(now.errors_live),
+            "updated_at": now.progress_at,
+        }
+    return {
+        "final": final,
+        "records": records,
+        "live": live,
+        "note": "" if final else _partial_note(now, records, live),
+    }
+
+
+def _partial_note(
+    now: RunStatus, records: dict[str, Any], live: dict[str, Any] | None
+) -> str:
+    """One sentence: where the figures of a run that has not ended come from."""
+    lost = now.status == "lost"
+    rows, parts, up_to_s = records["rows"], records["parts"], records["up_to_s"]
+    closed = "it closed" if lost else "closed so far"
+    if rows:
+        reach = "" if up_to_s is None else f", up to {up_to_s:.0f} s into the run"
+        source = (
+            f"these figures come from the {rows} requests in the {parts} "
+            f"part(s) {closed}{reach}"
+        )
+    elif lost:
+        source = "it closed no part, so there are no figures from the records"
+    else:
+        source = "no part has closed yet, so there are no figures from the records"
+    if lost:
+        text = (
+            "the run is lost (its coordinator is gone and wrote no final counts): "
+            f"{source}; requests in parts still open when it stopped are not on disk"
+        )
+    else:
+        every = "--part-seconds" if now.part_s is None else f"{now.part_s:g} s"
+        text = f"the run is still going: {source} (a part closes every {every})"
+    if live is not None:
+        errors = sum(live["errors"].values())
+        when = ""
+        if live["updated_at"] is not None and now.started_at is not None:
+            when = f" at {max(0.0, live['updated_at'] - now.started_at):.0f} s"
+        label = "last live count" if lost else "live count"
+        text += f"; {label}{when}: {live['requests']} requests, {errors} errors"
+    return text
 
 
 def _figures_dict(f: _Figures, span_s: float | None) -> dict[str, Any]:

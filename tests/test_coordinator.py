@@ -19,6 +19,7 @@ import pytest
 from harness import pacing
 from harness.coordinator import Coordinator, RunOptions
 from harness.demo.process import DemoTarget
+from harness.errors import UsageError
 from harness.profile.load import load_profile_text
 from harness.profile.model import ClosedModel, Profile
 
@@ -261,3 +262,48 @@ def test_target_that_goes_away_yields_error_rows_and_the_run_completes(
     assert kinds and kinds <= {"connect_refused", "reset"}, kinds
     refused = df[df["error"] == "connect_refused"]
     assert (refused["status"] == 0).all()
+
+
+def test_a_stop_asked_for_before_the_start_is_an_interrupted_run(
+    tmp_path: Path, demo_target: DemoTarget
+) -> None:
+    profile = make_profile(
+        demo_target.url,
+        """
+  model: open
+  phases: [{duration: 30s, rate: 20}]
+""",
+    )
+    coordinator = Coordinator(
+        profile, RunOptions(out_dir=tmp_path, run_id="r", workers=2)
+    )
+    coordinator.request_stop()  # as `harness runs stop` the moment the run shows
+    outcome = coordinator.run()
+    assert outcome.status == "interrupted"
+    assert outcome.exit_code == 130
+    assert outcome.rows == 0 and outcome.workers_lost == []
+    manifest = json.loads((outcome.run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    assert manifest["stop_reason"] == "interrupted"
+    assert demo_target.stats()["requests_served"] == 0
+    kinds = [e["event"] for e in read_events(outcome.run_dir)]
+    assert "run_failed" not in kinds and kinds[-1] == "run_end"
+
+
+def test_an_existing_run_folder_is_refused_as_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "r").mkdir()
+    profile = make_profile(
+        "http://127.0.0.1:1",
+        """
+  model: open
+  phases: [{duration: 1s, rate: 1}]
+""",
+    )
+    coordinator = Coordinator(
+        profile, RunOptions(out_dir=tmp_path, run_id="r", workers=1)
+    )
+    with pytest.raises(UsageError, match="choose another --run-id") as excinfo:
+        coordinator.run()
+    assert excinfo.value.exit_code == 2
+    assert str(tmp_path / "r") in str(excinfo.value)
+    assert list((tmp_path / "r").iterdir()) == []

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -69,6 +71,22 @@ def test_a_background_run_stops_from_another_terminal_keeping_every_record(
         )
         assert handle.run_dir == out / "bg"
         _wait_for_rows(handle.run_dir)
+        # No part has closed yet (they close every 60 s): what is known is the
+        # manifest's live count, and the figures say where they come from.
+        live = harness.results(handle.run_dir)
+        assert live["final"] is False and live["records"]["rows"] == 0
+        assert live["live"]["requests"] > 50
+        assert "still going" in live["note"] and "no part has closed" in live["note"]
+        shown = harness_cli("runs", "show", "bg", "--out", str(out))
+        stdout, stderr = shown.communicate(timeout=60)
+        assert shown.returncode == 0, stderr
+        assert "run bg: running" in stdout
+        assert "\nall " not in stdout  # no table of zeros for a run that sends
+        words = " ".join(stdout.split())  # the note is wrapped
+        assert "no part has closed yet" in words and "every 60 s" in words
+        counted = re.search(r"live count at \d+ s: (\d+) requests, 0 errors", words)
+        assert counted is not None and int(counted[1]) > 50, words
+        assert "no resource samples in the parts closed so far" in words
         listed = json.loads(
             harness_cli("runs", "list", "--out", str(out), "--json").communicate(
                 timeout=60
@@ -134,16 +152,42 @@ def test_a_run_whose_coordinator_died_is_reported_lost(tmp_path: Path) -> None:
         )
         _wait_for_rows(handle.run_dir)
         time.sleep(1.5)  # let a part or two close
+        going = harness.results(handle.run_dir)
+        assert going["final"] is False and going["run"]["status"] == "running"
+        closed = going["records"]["rows"]
+        assert closed == going["total_requests"] > 0
+        assert going["records"]["up_to_s"] > 0
+        assert f"from the {closed} requests in the" in going["note"]
+        assert "closed so far" in going["note"] and "every 1 s" in going["note"]
         # The run has its own session: this ends the coordinator and its workers.
         os.killpg(handle.pid, signal.SIGKILL)
+        killed_at = time.time()
         deadline = time.monotonic() + 10
         while harness.status(handle.run_dir).status != "lost":
             assert time.monotonic() < deadline, harness.status(handle.run_dir)
             time.sleep(0.1)
     # Nothing to signal: stopping a lost run reports it as it is.
-    assert harness.stop(handle.run_dir).status == "lost"
-    # The parts closed before the kill are all there.
-    assert len(pd.read_parquet(handle.run_dir / "requests")) > 0
+    lost = harness.stop(handle.run_dir)
+    assert lost.status == "lost"
+    # The parts closed before the kill are all there, and are what it counts.
+    on_disk = len(pd.read_parquet(handle.run_dir / "requests"))
+    assert on_disk > 0
+    assert lost.requests == on_disk
+    # Its time stopped with it: the last thing known, not the clock now.
+    assert lost.started_at is not None and lost.last_seen_at is not None
+    assert lost.last_seen_at <= killed_at
+    assert lost.elapsed_s == pytest.approx(lost.last_seen_at - lost.started_at)
+    listed = json.loads(
+        harness_cli("runs", "list", "--out", str(out), "--json").communicate(
+            timeout=60
+        )[0]
+    )
+    assert listed["status"] == "lost" and listed["requests"] == on_disk
+    assert listed["elapsed_s"] < killed_at - lost.started_at
+    shown = harness.results(handle.run_dir)
+    assert shown["total_requests"] == on_disk and shown["final"] is False
+    assert shown["note"].startswith("the run is lost")
+    assert "last live count" in shown["note"]
 
 
 def test_a_bad_profile_fails_to_start_with_its_own_message_and_code_2(
@@ -164,3 +208,74 @@ def test_an_unknown_run_is_a_clear_error_with_exit_code_2(tmp_path: Path) -> Non
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert "no run 'nope'" in stderr
+
+
+def test_a_run_stopped_while_it_starts_ends_interrupted_with_exit_130(
+    tmp_path: Path,
+) -> None:
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(LONG_PROFILE)
+    out = tmp_path / "runs"
+    with DemoTarget.start() as target:
+        proc = harness_cli(
+            "run", str(profile), "--target", target.url, "--workers", "2",
+            "--out", str(out), "--run-id", "early", "--no-report",
+        )  # fmt: skip
+        manifest = out / "early" / "manifest.json"
+        for _ in range(600):  # the run folder appears within a few seconds
+            if manifest.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        # As soon as the run can be seen, before its workers are ready.
+        stopped = harness.stop(out / "early")
+        stdout, stderr = proc.communicate(timeout=90)
+        served = target.stats()["requests_served"]
+    assert stopped.status == "interrupted", (stdout, stderr)
+    assert proc.returncode == 130, (stdout, stderr)
+    assert "aborted" not in stderr and "Traceback" not in stderr
+    assert "interrupted:" in stdout
+    written = json.loads(manifest.read_text())
+    assert written["status"] == "interrupted"
+    assert written["stop_reason"] == "interrupted"
+    assert all(s["status"] == "done" for s in written["shards"])
+    assert len(pd.read_parquet(out / "early" / "requests")) == served
+    assert written["counts"]["requests"] == served
+
+
+def test_an_existing_run_id_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(LONG_PROFILE)
+    out = tmp_path / "runs"
+    (out / "taken").mkdir(parents=True)
+    proc = harness_cli(
+        "run", str(profile), "--out", str(out), "--run-id", "taken", "--workers", "1"
+    )
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert stdout == ""  # no banner: nothing was started
+    assert f"run folder {out / 'taken'} already exists" in stderr
+    assert "choose another --run-id, or remove that folder" in stderr
+    assert "Traceback" not in stderr
+    assert list((out / "taken").iterdir()) == []
+
+
+def test_runs_show_says_why_a_run_failed(tmp_path: Path) -> None:
+    # A target command that exits at once: the run fails before any load.
+    quits = f"{sys.executable} -c 'import sys; sys.exit(5)'"
+    profile = tmp_path / "quits.yaml"
+    monitor = (
+        f'monitor:\n  target: {{command: "{quits}", '
+        "ready_url: http://127.0.0.1:1/, ready_timeout: 5s}\n"
+    )
+    profile.write_text(LONG_PROFILE.replace("load:", monitor + "load:"))
+    out = tmp_path / "runs"
+    run = harness_cli("run", str(profile), "--out", str(out), "--run-id", "broken")
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 3, stderr
+    why = harness.status(out / "broken").stop_reason
+    assert why.startswith("TargetError: ") and "5" in why, why
+    proc = harness_cli("runs", "show", "broken", "--out", str(out))
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "run broken: failed" in stdout
+    assert f"failed: {why.splitlines()[0]}" in stdout
