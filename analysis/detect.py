@@ -184,6 +184,47 @@ def _number(value: float) -> str:
     return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
+def _count(n: int, singular: str, plural: str | None = None) -> str:
+    """``no windows``, ``one window``, ``6 windows``."""
+    many = plural if plural is not None else singular + "s"
+    if n == 0:
+        return f"no {many}"
+    return f"one {singular}" if n == 1 else f"{n} {many}"
+
+
+def _times(n: int) -> str:
+    return {1: "once", 2: "twice"}.get(n, f"{n} times")
+
+
+def _whole_windows(frame: pd.DataFrame) -> tuple[int, int]:
+    """How many windows hold requests, and how many of those are whole (not
+    partial: the run's first and last windows are partial)."""
+    busy = (
+        frame["requests"].to_numpy() > 0
+        if "requests" in frame
+        else np.ones(len(frame), dtype=bool)
+    )
+    if "partial" in frame.columns:
+        whole = busy & ~frame["partial"].fillna(True).to_numpy(bool)
+    else:
+        whole = busy
+    return int(busy.sum()), int(whole.sum())
+
+
+def _too_short(busy: int, needed: str) -> str:
+    """Why a run whose windows are all partial cannot be judged."""
+    which = (
+        "its one window with requests is partial (the run covers only part of it)"
+        if busy == 1
+        else f"its {busy} windows with requests are all partial (the run's first "
+        "and last, which it covers only in part)"
+    )
+    return (
+        f"The run is shorter than two windows: {which}, and partial windows are not "
+        f"judged. Use shorter windows: {needed}."
+    )
+
+
 # ---------------------------------------------------------------------- memory leak
 
 
@@ -370,7 +411,7 @@ def leak_from_samples(
     keep = t_ns >= cut_ns
     t_ns, rss = t_ns[keep], rss[keep]
     restart_note = (
-        f" Every process of {source!r} was replaced {restarts} time(s) (a "
+        f" Every process of {source!r} was replaced {_times(restarts)} (a "
         "restart); only the longest stretch between restarts was judged."
         if restarts
         else ""
@@ -770,13 +811,30 @@ def degradation_from_windows(
         )  # fmt: skip
 
     if usable.sum() < min_windows:
-        return not_enough(
-            nan,
-            0,
-            f"Only {int(usable.sum())} windows have enough requests for a {label} "
-            f"({min_samples(q)} each); {min_windows} are needed: run longer or use "
-            "shorter windows.",
-        )
+        busy, whole = _whole_windows(frame)
+        if busy == 0:
+            why = "The run has no requests: there is no latency to follow."
+        elif whole == 0:
+            why = _too_short(busy, f"{min_windows} whole windows are needed")
+        elif whole < min_windows:
+            enough = int(usable.sum())
+            if whole == 1:
+                has = f"only one whole window, with{'' if enough else 'out'} enough"
+            else:
+                of_them = "none" if enough == 0 else str(enough)
+                has = f"{whole} whole windows, {of_them} of them with enough"
+            why = (
+                f"The run has {has} requests for a {label} ({min_samples(q)} each); "
+                f"{min_windows} are needed: run longer or use shorter windows."
+            )
+        else:
+            why = (
+                f"Only {int(usable.sum())} of the run's {whole} whole windows have "
+                f"enough requests for a {label} ({min_samples(q)} each); "
+                f"{min_windows} are needed: run longer, with windows long enough to "
+                f"hold {min_samples(q)} requests each."
+            )
+        return not_enough(nan, 0, why)
     level, near = _steady_level(offered[usable], level_tolerance)
     kept = np.flatnonzero(usable)[near]
     if kept.size < min_windows:
@@ -1035,14 +1093,30 @@ def breaking_point_from_windows(
         )  # fmt: skip
 
     if rows.empty:
-        return unjudged("No window carries an offered load: the run has no requests.")
+        busy, whole = _whole_windows(frame)
+        if busy == 0:
+            why = "The run has no requests: there is no load to judge."
+        elif whole == 0:
+            why = _too_short(busy, "two offered-load levels are needed")
+        else:
+            why = (
+                f"None of the run's {_count(whole, 'whole window')} with requests "
+                "carries an offered load (the records' offered column is empty or "
+                "zero), so there is no load to judge."
+            )
+        return unjudged(why)
     lowest, highest = float(rows["offered"].min()), float(rows["offered"].max())
     capacity = float(rows["goodput_rps"].max())
     if highest < lowest * MIN_SPREAD:
+        level = (
+            f"at {_number(lowest)} {unit}"
+            if _number(lowest) == _number(highest)
+            else f"between {_number(lowest)} and {_number(highest)} {unit}"
+        )
         return unjudged(
-            f"The offered load stayed at {_number(lowest)}-{_number(highest)} {unit}, "
-            f"with a highest goodput of {_number(capacity)} requests/s: one level "
-            "cannot show where the service breaks; ramp the load (a stress profile).",
+            f"The offered load stayed {level}, with a highest goodput of "
+            f"{_number(capacity)} requests/s: one level cannot show where the "
+            "service breaks; ramp the load (a stress profile).",
             highest=highest,
             capacity=capacity,
         )
@@ -1102,8 +1176,9 @@ def breaking_point_from_windows(
     judged = [lv for lv in table if lv.judged]
     if len(judged) < 2:
         return unjudged(
-            f"Only {len(judged)} offered-load level(s) had {min_bin_requests} "
-            "requests or more; two are needed. Run longer or use longer windows.",
+            f"{'Only one' if judged else 'No'} offered-load level had "
+            f"{min_bin_requests} requests or more; two are needed. Run longer, or "
+            "ramp the load more slowly so that each level gathers more requests.",
             highest=highest,
             capacity=capacity,
         )

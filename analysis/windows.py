@@ -35,10 +35,20 @@ One row per (window, group) for :func:`windows`, per group for :func:`overall`:
 * ``<quantile column>_low_n``: True when the row has fewer than ``10 / (1 - q)``
   requests. The quantile is still given (NaN only when there are no requests); the
   flag says it rests on too few samples to be trusted;
-* ``partial`` (windows): the first and last window of the selection, which the
-  run covers only in part, so their rates read low;
-* ``duration_s`` (overall): first request start to last request end, the
-  denominator of the rates;
+* ``partial`` (windows): the first and last window of each run, which the run
+  covers only in part, so their rates (per whole window) read low; also a window
+  that no run covers whole, like one between two runs;
+* ``covered_offset_s`` and ``covered_s`` (windows): the part of the window the
+  run was going, from its first request's key time to its last request's end:
+  where it begins (seconds after ``window_start``) and how long it is. A whole
+  window has 0 and the window's length; ``requests / covered_s`` is the rate of a
+  partial window over the time the run really had;
+* ``duration_s`` (overall): how long the group's run was going, first request
+  start to last request end, the denominator of the rates. Over several runs
+  (records with a ``run`` column), each run's span is its own: a group's
+  duration is the time during which at least one of the runs it has requests in
+  was going, so the gaps between runs do not count, and grouped ``by`` ``run``
+  each run gets its own span;
 * ``quantile_rel_error``: 0 for exact quantiles, else the bound on their error.
 
 Quantiles cover every request, failed ones included. ``<q>`` is the percentage with
@@ -373,6 +383,121 @@ def _aggregate_slice(
     return result, clamped_r + clamped_s
 
 
+# -------------------------------------------------------------------- run spans
+
+RUN_COLUMN = "run"
+"""The column that tells several runs apart (:class:`analysis.dataset.RunSet` adds
+it). Records without it are one run."""
+
+
+@dataclass(slots=True)
+class _RunSpans:
+    """When each run was going: per run, its first key time, last key time and
+    last request end (ns), gathered slice by slice from any thread."""
+
+    codes: _Codes = field(default_factory=_Codes)
+    first: dict[int, int] = field(default_factory=dict)
+    last_key: dict[int, int] = field(default_factory=dict)
+    last_end: dict[int, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, rows: _Rows, key: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Note the extremes of the rows' runs; returns each row's run number."""
+        if rows.size == 0:
+            return np.zeros(0, np.int64)
+        if RUN_COLUMN in rows.table.column_names:
+            run = self.codes.encode(rows.table.column(RUN_COLUMN))
+            runs = np.flatnonzero(np.bincount(run))
+        else:
+            run = np.full(rows.size, self.codes.code(None), np.int64)
+            runs = run[:1]
+        end = rows.start + rows.latency
+        if runs.size == 1:
+            found = [(int(runs[0]), int(key.min()), int(key.max()), int(end.max()))]
+        else:
+            order = np.argsort(run, kind="stable")
+            bounds = np.searchsorted(run[order], runs)
+            firsts = np.minimum.reduceat(key[order], bounds)
+            last_keys = np.maximum.reduceat(key[order], bounds)
+            last_ends = np.maximum.reduceat(end[order], bounds)
+            found = [
+                (int(r), int(f), int(k), int(e))
+                for r, f, k, e in zip(runs, firsts, last_keys, last_ends, strict=True)
+            ]
+        with self.lock:
+            for r, first, last_key, last_end in found:
+                self.first[r] = min(self.first.get(r, first), first)
+                self.last_key[r] = max(self.last_key.get(r, last_key), last_key)
+                self.last_end[r] = max(self.last_end.get(r, last_end), last_end)
+        return run
+
+    def code_of(self, value: Any) -> int | None:
+        """The number of the run named ``value`` (None when it has no rows)."""
+        return self.codes.index.get(value)
+
+    def interval(self, run: int) -> tuple[int, int]:
+        """From the run's first key time to its last request's end."""
+        return self.first[run], max(self.last_end[run], self.last_key[run])
+
+    def union_ns(self, runs: Sequence[int]) -> int:
+        """How long at least one of ``runs`` was going, in ns."""
+        return sum(b - a for a, b in _merged([self.interval(r) for r in runs]))
+
+    def durations_ns(
+        self, cell_group: npt.NDArray[np.int64], pairs: Sequence[tuple[int, int]]
+    ) -> npt.NDArray[np.int64]:
+        """Per cell, the time during which a run that the cell's group has rows in
+        was going; ``pairs`` lists the (group, run) numbers that occur."""
+        runs_of: dict[int, list[int]] = {}
+        for group, run in pairs:
+            runs_of.setdefault(int(group), []).append(int(run))
+        spans = {g: self.union_ns(r) for g, r in runs_of.items()}
+        return np.array([spans.get(int(g), 0) for g in cell_group], dtype=np.int64)
+
+
+def _merged(intervals: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The union of ``intervals`` as sorted, disjoint intervals."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(intervals):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _pairs(
+    group: npt.NDArray[np.int64], run: npt.NDArray[np.int64]
+) -> list[tuple[int, int]]:
+    """The distinct (group, run) numbers of the rows."""
+    if group.size == 0:
+        return []
+    radix = int(run.max()) + 1
+    both = group * radix + run
+    top = int(both.max()) + 1
+    found = np.flatnonzero(np.bincount(both)) if top <= 1 << 24 else np.unique(both)
+    return [(int(v // radix), int(v % radix)) for v in found]
+
+
+def _coverage(
+    window: npt.NDArray[np.int64],
+    every_ns: int,
+    intervals: Sequence[tuple[int, int]],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Where the part of each window that ``intervals`` cover begins (ns after the
+    window's start) and how long it is."""
+    start = window * every_ns
+    end = start + every_ns
+    covered = np.zeros(window.size, dtype=np.int64)
+    begins = end.copy()
+    for a, b in _merged(intervals):
+        low = np.maximum(start, a)
+        piece = np.maximum(np.minimum(end, b) - low, 0)
+        covered += piece
+        begins = np.where(piece > 0, np.minimum(begins, low), begins)
+    return np.where(covered > 0, begins - start, 0), covered
+
+
 # ------------------------------------------------------------ whole-run histograms
 
 
@@ -398,8 +523,8 @@ class _Streaming:
         # as int64 like the values: ufunc.at has a fast path only when the types
         # match and the target is contiguous.
         self.extremes = [np.zeros(0, dtype=np.int64) for _ in range(4)]
-        self.first_ns = np.iinfo(np.int64).max
-        self.last_ns = np.iinfo(np.int64).min
+        self.spans = _RunSpans()
+        self.pairs: set[tuple[int, int]] = set()
 
     def _groups(self, rows: _Rows) -> npt.NDArray[np.int64]:
         codes = [rows.codes(c) for c in self.by]
@@ -449,8 +574,7 @@ class _Streaming:
         size = len(self.labels)
         self._grow(size, len(self.registry["error"].values))
         kinds = self.errors.shape[1]
-        self.first_ns = min(self.first_ns, int(rows.start.min()))
-        self.last_ns = max(self.last_ns, int((rows.start + rows.latency).max()))
+        self.pairs.update(_pairs(group, self.spans.add(rows, rows.start)))
         counts = np.bincount(group, minlength=size)
         failed_group = group[rows.failed]
         self.requests += counts
@@ -468,6 +592,12 @@ class _Streaming:
             histogram.add_counts(counts_, group, values)
             np.minimum.at(self.extremes[j], group, values)
             np.maximum.at(self.extremes[j + 1], group, values)
+
+    def durations_ns(self, total: bool) -> npt.NDArray[np.int64]:
+        """Per group (or for all of them), how long its runs were going."""
+        if total:
+            return np.array([self.spans.union_ns(list(self.spans.first))], np.int64)
+        return self.spans.durations_ns(np.arange(len(self.labels)), sorted(self.pairs))
 
     def cells(self, qs: tuple[float, ...], total: bool) -> _Cells:
         """The groups (or, with ``total``, all of them merged) as cells."""
@@ -688,6 +818,9 @@ def _in_memory(source: Source, columns: list[str]) -> pa.Table | None:
             f"records, got {type(source).__name__}"
         )
     _check_columns(table.schema.names, columns)
+    if RUN_COLUMN in table.schema.names and RUN_COLUMN not in columns:
+        # Kept so that each run's span is its own (see :func:`overall`).
+        columns = [*columns, RUN_COLUMN]
     return table.select(columns)
 
 
@@ -772,6 +905,10 @@ def windows(
     first and last one is a row of zeros (and NaN quantiles), so a stall shows as
     zero throughput rather than as a missing row. The columns are described in the
     module docstring.
+
+    Over several runs, ``partial`` and the covered part are per run: grouped by
+    ``run``, a row's window is partial when it is its own run's first or last;
+    otherwise when it is the first or last window of any of the runs.
     """
     every_ns = parse_every(every)
     qs = _check_quantiles(quantiles)
@@ -832,6 +969,7 @@ def _windows(
 ) -> pd.DataFrame:
     registry = stream.registry if stream is not None else _registry(by)
     columns = _columns(by, stream.by if stream else ())
+    spans = _RunSpans()
 
     def work(piece: pa.Table) -> tuple[_Cells, int] | None:
         if piece.num_rows == 0:
@@ -839,7 +977,9 @@ def _windows(
         rows = _Rows(piece, registry)
         if stream is not None:
             stream.add(rows)
-        window = rows.column(key) // every_ns
+        keys = rows.column(key)
+        spans.add(rows, keys)
+        window = keys // every_ns
         base = int(window.min())
         window -= base
         cells, clamped = _aggregate_slice(rows, window, by, qs)
@@ -868,8 +1008,45 @@ def _windows(
     stamps = pd.to_datetime(window_index * every_ns, unit="ns", utc=True)
     frame.insert(0, "window_start", stamps)
     frame = _finish(frame, qs, every_ns / 1e9, 0.0)
-    edges = [window_index.min(), window_index.max()] if window_index.size else []
-    frame["partial"] = np.isin(window_index, edges)
+    return _mark_partial(frame, window_index, every_ns, by, spans)
+
+
+def _mark_partial(
+    frame: pd.DataFrame,
+    window: npt.NDArray[np.int64],
+    every_ns: int,
+    by: tuple[str, ...],
+    spans: _RunSpans,
+) -> pd.DataFrame:
+    """Add ``partial``, ``covered_offset_s`` and ``covered_s``.
+
+    A row's runs are its own when ``run`` is among ``by``, else every run of the
+    source. Its window is partial when it is the first or the last window of one
+    of those runs, or when they cover only part of it (a window between two runs).
+    """
+    offset = np.zeros(window.size, dtype=np.int64)
+    covered = np.zeros(window.size, dtype=np.int64)
+    partial = np.zeros(window.size, dtype=bool)
+    if RUN_COLUMN in by:
+        codes = [spans.code_of(v) for v in frame[RUN_COLUMN]]
+        rows_of: dict[int | None, list[int]] = {}
+        for i, code in enumerate(codes):
+            rows_of.setdefault(code, []).append(i)
+        selections = [
+            (np.array(rows, dtype=np.int64), [] if code is None else [code])
+            for code, rows in rows_of.items()
+        ]
+    else:
+        selections = [(np.arange(window.size), list(spans.first))]
+    for rows, runs in selections:
+        intervals = [spans.interval(r) for r in runs]
+        offset[rows], covered[rows] = _coverage(window[rows], every_ns, intervals)
+        edges = [spans.first[r] // every_ns for r in runs]
+        edges += [spans.last_key[r] // every_ns for r in runs]
+        partial[rows] = np.isin(window[rows], edges) | (covered[rows] < every_ns)
+    frame["partial"] = partial
+    frame["covered_offset_s"] = offset / 1e9
+    frame["covered_s"] = covered / 1e9
     return frame
 
 
@@ -887,8 +1064,16 @@ def overall(
     With ``total``, a last row covers every request, its ``by`` columns None.
     Quantiles are exact up to ``exact_rows`` rows and from histograms above (see
     ``quantile_rel_error``). Rates divide by ``duration_s``, the span from the first
-    request's start to the last one's end, shared by every group so that their
-    rates add up.
+    request's start to the last one's end, shared by every group of a run so that
+    their rates add up.
+
+    Over several runs (records with a ``run`` column, as
+    :func:`analysis.dataset.open_runs` gives), each run's span is its own. A
+    group's ``duration_s`` is the time during which at least one of the runs it
+    has requests in was going: grouped by ``run``, its run's span; grouped by
+    anything else, and for the total, the union of the runs' spans, so two 10 s
+    runs 30 s apart give 20 s and not 50 s. Groups present in every run still add
+    up to the total.
     """
     qs = _check_quantiles(quantiles)
     group_by = tuple(by)
@@ -919,39 +1104,39 @@ def overall(
         assert index is not None
         table = index.read(columns)
     chunks = []
-    first_ns, last_ns = 0, 0
+    durations: list[npt.NDArray[np.int64]] = []
     if table.num_rows:
         window = np.zeros(table.num_rows, dtype=np.int64)
         rows = _Rows(table, registry)
         cells, _ = _aggregate_slice(rows, window, group_by, qs)
         chunks.append(cells)
+        spans = _RunSpans()
+        run = spans.add(rows, rows.start)
+        radix = [max(1, len(registry[c].values)) for c in group_by]
+        group = _mix([rows.codes(c) for c in group_by], radix, rows.size)
+        cell_group = _mix(cells.groups, radix, cells.requests.size)
+        durations.append(spans.durations_ns(cell_group, _pairs(group, run)))
         if total:
             whole, _ = _aggregate_slice(rows, window, (), qs)
             whole.groups = [np.full(1, -1, np.int64) for _ in group_by]
             chunks.append(whole)
-        start = table.column("start_ns").to_numpy()
-        first_ns = int(start.min())
-        last_ns = int((start + table.column("latency_ns").to_numpy()).max())
-    return _overall_frame(chunks, group_by, registry, qs, total, first_ns, last_ns, 0.0)
+            durations.append(np.array([spans.union_ns(list(spans.first))], np.int64))
+    return _overall_frame(chunks, group_by, registry, qs, durations, 0.0)
 
 
 def _overall_from_stream(
     stream: _Streaming, by: tuple[str, ...], qs: tuple[float, ...], total: bool
 ) -> pd.DataFrame:
     chunks = []
+    durations = []
     if stream.labels:
         chunks.append(stream.cells(qs, total=False))
+        durations.append(stream.durations_ns(total=False))
         if total:
             chunks.append(stream.cells(qs, total=True))
+            durations.append(stream.durations_ns(total=True))
     return _overall_frame(
-        chunks,
-        by,
-        stream.registry,
-        qs,
-        total,
-        stream.first_ns,
-        stream.last_ns,
-        histogram.RELATIVE_ERROR,
+        chunks, by, stream.registry, qs, durations, histogram.RELATIVE_ERROR
     )
 
 
@@ -960,19 +1145,19 @@ def _overall_frame(
     by: tuple[str, ...],
     registry: dict[str, _Codes],
     qs: tuple[float, ...],
-    total: bool,
-    first_ns: int,
-    last_ns: int,
+    durations_ns: list[npt.NDArray[np.int64]],
     rel_error: float,
 ) -> pd.DataFrame:
+    """The whole-run frame; ``durations_ns`` holds each cell's span, aligned with
+    the cells of ``chunks`` (the groups, then the total when there is one)."""
     frame = _frame(chunks, by, registry, qs).drop(columns="_window")
-    duration_s = 0.0 if frame.empty else max((last_ns - first_ns) / 1e9, 1e-9)
-    groups = frame.iloc[: len(frame) - int(total and not frame.empty)]
+    spans = np.concatenate(durations_ns) if durations_ns else np.zeros(0, np.int64)
+    frame.insert(len(by), "duration_s", np.maximum(spans / 1e9, 1e-9))
+    groups = frame.iloc[: len(frame) - int(len(chunks) > 1)]
     if by:
         groups = groups.sort_values(list(by), kind="stable")
     frame = pd.concat([groups, frame.iloc[len(groups) :]], ignore_index=True)
-    frame.insert(len(by), "duration_s", duration_s)
-    return _finish(frame, qs, duration_s or np.nan, rel_error)
+    return _finish(frame, qs, frame["duration_s"], rel_error)
 
 
 def _registry(*groupings: tuple[str, ...]) -> dict[str, _Codes]:

@@ -229,6 +229,18 @@ def test_constant_load_cannot_locate_a_breaking_point(plain_run: Run) -> None:
     assert math.isnan(finding.break_offered)
 
 
+def test_windows_longer_than_the_run_are_said_to_be(plain_run: Run) -> None:
+    # 12 s in one-minute windows: one or two windows, every one partial.
+    for finding in (
+        detect_breaking_point(plain_run, every="1min"),
+        detect_degradation(plain_run, every="1min"),
+    ):
+        assert finding.verdict == "not enough data"
+        assert "The run is shorter than two windows" in finding.explanation
+        assert "Use shorter windows" in finding.explanation
+        assert "no requests" not in finding.explanation
+
+
 def test_every_finding_serialises_to_strict_json(stress_run: Run) -> None:
     findings = detect_all(stress_run)
     assert set(findings) == {"leak", "degradation", "breaking_point", "generator"}
@@ -615,6 +627,93 @@ def test_breaking_point_from_windows_judges_each_shape(
     assert finding.verdict.startswith(verdict), finding.explanation
     assert finding.criteria == criteria
     json.dumps(finding.as_dict(), allow_nan=False)
+
+
+@pytest.mark.parametrize(
+    ("frame", "said"),
+    [
+        (
+            load_frame([50.0] * 20),
+            "The offered load stayed at 50 iterations/s, with a highest goodput",
+        ),
+        (
+            load_frame([50.0, 55.0, 52.0] * 5),
+            "The offered load stayed between 50 and 55 iterations/s,",
+        ),
+        (
+            load_frame(RAMP_UP, per_window=0.01),
+            "No offered-load level had 100 requests or more; two are needed.",
+        ),
+        (
+            load_frame(RAMP_UP, per_window=0.01).assign(
+                requests=[1] * (len(RAMP_UP) - 1) + [500]
+            ),
+            "Only one offered-load level had 100 requests or more; two are needed.",
+        ),
+        (
+            load_frame([50.0, 60.0]).assign(partial=True),
+            "The run is shorter than two windows: its 2 windows with requests are "
+            "all partial",
+        ),
+        (
+            load_frame([50.0]).assign(partial=True),
+            "The run is shorter than two windows: its one window with requests is "
+            "partial (the run covers only part of it)",
+        ),
+        (load_frame([50.0]).assign(requests=0), "The run has no requests"),
+        (
+            load_frame([50.0, 60.0]).assign(offered=math.nan),
+            "None of the run's 2 whole windows with requests carries an offered load",
+        ),
+    ],
+    ids=[
+        "one-level",
+        "narrow",
+        "no-level",
+        "one-judged",
+        "two-partial",
+        "one-partial",
+        "empty",
+        "no-offered",
+    ],
+)
+def test_breaking_point_says_why_it_cannot_judge(
+    frame: pd.DataFrame, said: str
+) -> None:
+    finding = breaking_point_from_windows(frame)
+    assert finding.verdict == "not enough data"
+    assert said in finding.explanation
+    assert "(s)" not in finding.explanation
+
+
+@pytest.mark.parametrize(
+    ("frame", "said"),
+    [
+        (
+            window_frame([10.0]).assign(partial=True),
+            "The run is shorter than two windows: its one window with requests is "
+            "partial",
+        ),
+        (
+            window_frame(STEADY[:3]).assign(partial=[True, False, True]),
+            "The run has only one whole window, with enough requests for a p50 "
+            "(20 each); 8 are needed: run longer or use shorter windows.",
+        ),
+        (
+            window_frame(STEADY[:5], low_n=[True, True, False, True, True]),
+            "The run has 5 whole windows, 1 of them with enough requests for a p50",
+        ),
+        (
+            window_frame(STEADY, low_n=[True] * 6 + [False] * 6),
+            "Only 6 of the run's 12 whole windows have enough requests for a p50",
+        ),
+    ],
+    ids=["one-partial", "one-whole", "few-whole", "low-n"],
+)
+def test_degradation_says_why_it_cannot_judge(frame: pd.DataFrame, said: str) -> None:
+    finding = degradation_from_windows(frame.assign(requests=100))
+    assert finding.verdict == "not enough data"
+    assert said in finding.explanation
 
 
 def test_breaking_point_needs_a_second_level_to_confirm_a_spike() -> None:

@@ -21,6 +21,7 @@ import pytest
 from analysis import Run, open_run, open_runs
 from analysis.histogram import RELATIVE_ERROR
 from analysis.windows import (
+    DEFAULT_EXACT_ROWS,
     DEFAULT_QUANTILES,
     WindowSpecError,
     aggregate,
@@ -400,3 +401,100 @@ scenarios:
     assert whole["requests"].iloc[-1] == len(df)
     # The profile step without a token is refused by the target: a real error kind.
     assert whole["errors"].iloc[-1] > 0
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two 10 s runs, the second starting 32 s after the first began (start times
+    at 0.3 s and 32.6 s past a whole second, so no run fills its first window)."""
+    folder = tmp_path_factory.mktemp("pair")
+    first = make_records(300, seed=21, span_s=10, t0_ns=T0_NS + 3 * 10**8)
+    second = make_records(300, seed=22, span_s=10, t0_ns=T0_NS + 32_600 * 10**6)
+    a = write_run(folder / "a", [first], run_id="a")
+    b = write_run(folder / "b", [second], run_id="b")
+    return a.path, b.path
+
+
+def span_s(df: pd.DataFrame) -> float:
+    return float((df["start_ns"] + df["latency_ns"]).max() - df["start_ns"].min()) / 1e9
+
+
+@pytest.mark.parametrize("exact_rows", [DEFAULT_EXACT_ROWS, 0], ids=["exact", "hist"])
+def test_over_several_runs_each_run_has_its_own_span(
+    two_runs: tuple[Path, Path], exact_rows: int
+) -> None:
+    runs = open_runs(two_runs)
+    df = runs.requests()
+    spans = {r: span_s(df[df["run"] == r]) for r in ("a", "b")}
+    assert 9.5 < spans["a"] < 10.5 and 9.5 < spans["b"] < 10.5
+
+    got = overall(runs, by=("run",), exact_rows=exact_rows).set_index("run")
+    for r in ("a", "b"):
+        assert got.loc[r, "duration_s"] == pytest.approx(spans[r])
+        assert got.loc[r, "throughput_rps"] == pytest.approx(300 / spans[r])
+
+    # Grouped by something else, and in total: the time the runs were going,
+    # without the 22 s between them.
+    by_endpoint = overall(runs, by=("endpoint",), total=True, exact_rows=exact_rows)
+    both = spans["a"] + spans["b"]
+    assert by_endpoint["duration_s"].to_numpy() == pytest.approx(both)
+    total = by_endpoint.iloc[-1]
+    assert total["throughput_rps"] == pytest.approx(600 / both)
+    assert by_endpoint.iloc[:-1]["throughput_rps"].sum() == pytest.approx(
+        total["throughput_rps"]
+    )
+
+
+def test_a_group_in_one_run_only_is_judged_over_that_run(
+    two_runs: tuple[Path, Path],
+) -> None:
+    runs = open_runs(two_runs)
+    df = runs.requests()
+    got = overall(df[df["run"] == "a"].assign(endpoint="/only-a"), by=("endpoint",))
+    mixed = pd.concat(
+        [df[df["run"] == "a"].assign(endpoint="/only-a"), df[df["run"] == "b"]]
+    )
+    both = overall(mixed, by=("endpoint",)).set_index("endpoint")
+    assert both.loc["/only-a", "duration_s"] == pytest.approx(got["duration_s"].iloc[0])
+
+
+def test_each_runs_first_and_last_windows_are_partial(
+    two_runs: tuple[Path, Path],
+) -> None:
+    runs = open_runs(two_runs)
+    df = runs.requests()
+    got = windows(runs, "1s", by=("run",))
+    for r in ("a", "b"):
+        mine = got[got["run"] == r].reset_index(drop=True)
+        assert list(mine["partial"]) == [True] + [False] * (len(mine) - 2) + [True]
+        rows = df[df["run"] == r]
+        first, end = (
+            rows["start_ns"].min(),
+            (rows["start_ns"] + rows["latency_ns"]).max(),
+        )
+        head, tail = mine.iloc[0], mine.iloc[-1]
+        head_start = head["window_start"].value
+        assert head["covered_offset_s"] == pytest.approx((first - head_start) / 1e9)
+        assert head["covered_s"] == pytest.approx(1 - (first - head_start) / 1e9)
+        tail_start = tail["window_start"].value
+        assert tail["covered_offset_s"] == 0
+        assert tail["covered_s"] == pytest.approx(min(1.0, (end - tail_start) / 1e9))
+        inner = mine.iloc[1:-1]
+        assert (inner["covered_s"] == 1.0).all()
+        assert (inner["covered_offset_s"] == 0).all()
+
+    # Not grouped by run: the edges of both runs, and the empty windows between
+    # them, are partial.
+    mixed = windows(runs, "1s", by=())
+    starts = mixed["window_start"].astype("int64").to_numpy()
+    edges = {
+        int(mine["window_start"].iloc[i].value)
+        for r in ("a", "b")
+        for mine in [got[got["run"] == r]]
+        for i in (0, -1)
+    }
+    gap = mixed["requests"].to_numpy() == 0
+    assert gap.sum() > 15
+    assert (mixed["covered_s"].to_numpy()[gap] == 0).all()
+    expected = [s in edges or g for s, g in zip(starts, gap, strict=True)]
+    assert list(mixed["partial"]) == expected
