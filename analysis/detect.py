@@ -275,8 +275,11 @@ def detect_leak(
     """Whether the ``source``'s resident memory kept growing during the run.
 
     How it works: the monitor writes one row per process per sample; the rows of one
-    instant are summed (the whole process tree counts). The first
-    ``warmup_fraction`` of the span is left out, because a fresh service fills its
+    instant are summed (the whole process tree counts). Only the samples taken while
+    requests were being sent are judged: the monitor starts before the load and
+    stops after it, and idle seconds at either end would stretch the span that the
+    slope is multiplied by. Of that load span, the first ``warmup_fraction`` is left
+    out, because a fresh service fills its
     caches, pools and allocator arenas at first and that growth stops. On the rest,
     the Theil–Sen slope (bytes per second) with its 1 - ``alpha`` confidence interval
     is robust to the spikes a garbage collector or a burst of large responses cause.
@@ -288,9 +291,11 @@ def detect_leak(
     ``min_relative_growth`` of the starting size. A restart (every pid of the source
     replaced) resets memory, so only the longest stretch without one is judged.
     """
+    has_requests = bool(run.request_parts())
     return leak_from_samples(
         run.resources(),
-        _request_counter(run) if run.request_parts() else None,
+        _request_counter(run) if has_requests else None,
+        load_span_ns=_load_span(run) if has_requests else None,
         source=source,
         warmup_fraction=warmup_fraction,
         min_growth_bytes=min_growth_bytes,
@@ -316,6 +321,32 @@ def _request_counter(run: Run) -> RequestCounter:
         return total
 
     return count
+
+
+def _load_span(run: Run) -> tuple[int, int] | None:
+    """First and last request start of the run, epoch nanoseconds (None without
+    rows). Read from the parts' column statistics where they have them."""
+    low: int | None = None
+    high: int | None = None
+    for path in run.request_parts():
+        meta = pq.ParquetFile(path).metadata
+        index = meta.schema.to_arrow_schema().get_field_index("start_ns")
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            if group.num_rows == 0:
+                continue
+            st = group.column(index).statistics
+            if st is not None and st.has_min_max:
+                a, b = int(st.min), int(st.max)
+            else:
+                column = pq.ParquetFile(path).read_row_group(g, columns=["start_ns"])
+                bounds = pc.min_max(column.column(0))
+                a, b = int(bounds["min"].as_py()), int(bounds["max"].as_py())
+            low = a if low is None else min(low, a)
+            high = b if high is None else max(high, b)
+    if low is None or high is None:
+        return None
+    return low, high
 
 
 def _stretches(
@@ -369,6 +400,7 @@ def leak_from_samples(
     resources: pd.DataFrame,
     count_requests: RequestCounter | None = None,
     *,
+    load_span_ns: tuple[int, int] | None = None,
     source: str = "target",
     warmup_fraction: float = 0.2,
     min_growth_bytes: float = DEFAULT_MIN_GROWTH_BYTES,
@@ -377,7 +409,8 @@ def leak_from_samples(
 ) -> LeakFinding:
     """The judgement of :func:`detect_leak` on a frame of monitor samples (columns
     ``time_ns``, ``source``, ``pid``, ``rss_bytes``), with ``count_requests`` giving
-    the requests started in a span (None: no request rows)."""
+    the requests started in a span (None: no request rows) and ``load_span_ns`` the
+    first and last request start (None: every sample is judged)."""
     _check_share("warmup_fraction", warmup_fraction)
     confidence = _confidence(alpha)
     needed = {"time_ns", "source", "rss_bytes"}
@@ -406,10 +439,14 @@ def leak_from_samples(
     restarts = len(spans) - 1
     first, last = max(spans, key=lambda s: (times_ns[s[1] - 1] - times_ns[s[0]], -s[0]))
     t_ns = times_ns[first:last]
-    rss = total.to_numpy()[first:last]
-    cut_ns = t_ns[0] + warmup_fraction * (t_ns[-1] - t_ns[0])
-    keep = t_ns >= cut_ns
-    t_ns, rss = t_ns[keep], rss[keep]
+    rss: npt.NDArray[np.float64] = total.to_numpy(np.float64)[first:last]
+    if load_span_ns is not None:
+        during = (t_ns >= load_span_ns[0]) & (t_ns <= load_span_ns[1])
+        t_ns, rss = t_ns[during], rss[during]
+    if len(t_ns):
+        cut_ns = t_ns[0] + warmup_fraction * (t_ns[-1] - t_ns[0])
+        keep = t_ns >= cut_ns
+        t_ns, rss = t_ns[keep], rss[keep]
     restart_note = (
         f" Every process of {source!r} was replaced {_times(restarts)} (a "
         "restart); only the longest stretch between restarts was judged."
@@ -419,7 +456,8 @@ def leak_from_samples(
     if len(t_ns) < MIN_LEAK_SAMPLES or t_ns[-1] == t_ns[0]:
         return _not_measured(
             source,
-            f"Only {len(t_ns)} memory samples of {source!r} after the warm-up; "
+            f"Only {len(t_ns)} memory samples of {source!r} while requests were "
+            "sent, after the warm-up; "
             f"{MIN_LEAK_SAMPLES} are needed: run longer or sample more often "
             "(monitor: {interval: 250ms})." + restart_note,
             restarts,
