@@ -439,7 +439,7 @@ def leak_from_samples(
     restarts = len(spans) - 1
     first, last = max(spans, key=lambda s: (times_ns[s[1] - 1] - times_ns[s[0]], -s[0]))
     t_ns = times_ns[first:last]
-    rss: npt.NDArray[np.float64] = total.to_numpy(np.float64)[first:last]
+    rss = np.asarray(total.to_numpy()[first:last], dtype=np.float64)
     if load_span_ns is not None:
         during = (t_ns >= load_span_ns[0]) & (t_ns <= load_span_ns[1])
         t_ns, rss = t_ns[during], rss[during]
