@@ -19,6 +19,20 @@ When the share runs out, ``reuse: true`` starts the next pass from the top (with
 shuffle when ``order: random``); ``reuse: false`` makes :meth:`Feeder.take` return
 :data:`EXHAUSTED`, and the worker starts no more iterations.
 
+A file with fewer rows than there are workers leaves some shares empty. With
+``reuse: true`` such a worker takes row ``shard mod rows`` instead (rows are dealt
+round-robin and wrap around), so every arrival still gets a row, as in Artillery,
+whose workers each read the whole file. With ``reuse: false`` the worker starts no
+iteration; :attr:`Feeder.file_rows` lets it say why.
+
+A malformed line (too few or too many fields, text that is not UTF-8) ends the
+feeder where it is found: :attr:`Feeder.error` names the file and the line number,
+and the rows of the blocks before the one holding it are still handed out (pyarrow
+refuses a block of :data:`CSV_BLOCK_BYTES` as a whole). The profile loader parses the
+first :data:`CHECK_BYTES` of a CSV file the same way (:func:`check_data_file`), so
+a mistake there is refused before anything starts; only a larger file can hold one
+that a worker meets during the run.
+
 ``order: random`` shuffles each chunk (seeded), not the whole share: a shuffle of a
 million rows would need them all in memory. Rows far apart in the file still come in
 file order, chunk by chunk.
@@ -36,6 +50,7 @@ import random
 import re
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -56,9 +71,18 @@ read into memory at once."""
 HEADER_PEEK_BYTES = 1 << 16
 """How much of a CSV file the loader reads to find its first line."""
 
+CHECK_BYTES = 64 << 20
+"""How much of a CSV file :func:`check_data_file` parses when a profile is loaded:
+all of a file up to this size. Measured: a million rows (43 MB) take about 0.1 s of
+one core."""
+
 
 class FeederError(Exception):
     """A data file cannot be read. The message names the file and never a value."""
+
+
+class NoDataRows(FeederError):
+    """A data file holds no data row (a header line alone, or nothing)."""
 
 
 class _Exhausted:
@@ -81,12 +105,15 @@ def shard_rows(total: int, shard: int, n_shards: int) -> range:
 
 
 def csv_first_line(path: str, delimiter: str) -> list[str]:
-    """The fields of the first line of a CSV file (the header, when it has one)."""
+    """The fields of the first line of a CSV file (the header, when it has one).
+    A UTF-8 byte order mark at the start is not part of the first name."""
     try:
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8-sig", newline="") as f:
             head = f.read(HEADER_PEEK_BYTES)
     except UnicodeDecodeError:
-        raise FeederError(f"{path}: the file is not UTF-8 text") from None
+        line = _first_line_not_utf8(path)
+        where = f"line {line}" if line else "the file"
+        raise FeederError(f"{path}: {where} is not valid UTF-8 text") from None
     except OSError as exc:
         raise FeederError(f"{path}: cannot read it: {exc.strerror or exc}") from None
     if not head.strip():
@@ -130,20 +157,172 @@ TEXT_KINDS = ("text", "integer", "number", "boolean")
 
 
 _COLUMN_COUNT = re.compile(r"Expected (\d+) columns, got (\d+)")
+_ROW_NUMBER = re.compile(r"Row #(\d+)")
 
 
-def _describe_arrow_error(path: str, exc: Exception) -> str:
-    """pyarrow's message without the quoted line (which may hold a secret)."""
+def _describe_arrow_error(
+    source: DataSource, exc: Exception, row: int | None = None
+) -> str:
+    """pyarrow's message without the quoted line (which may hold a secret), with
+    the line's number. ``row`` is pyarrow's number of the bad row, when known."""
+    path = source.path
     text = str(exc)
     match = _COLUMN_COUNT.search(text)
     if match:
+        if row is None:
+            number = _ROW_NUMBER.search(text)
+            row = int(number.group(1)) if number else None
+        line = _physical_line(source, row) if row is not None else None
+        where = f"line {line}" if line is not None else "a line"
         return (
-            f"{path}: a line has {match.group(2)} fields where {match.group(1)} "
+            f"{path}: {where} has {match.group(2)} fields where {match.group(1)} "
             "were expected (the line is not shown: it may hold a secret)"
         )
-    if "invalid UTF8" in text or "UTF8" in text:
-        return f"{path}: a line is not valid UTF-8 text"
+    if "UTF8" in text:
+        line = _first_line_not_utf8(path)
+        where = f"line {line}" if line is not None else "a line"
+        return f"{path}: {where} is not valid UTF-8 text"
     return f"{path}: cannot parse the file ({type(exc).__name__})"
+
+
+def _physical_line(source: DataSource, row: int) -> int | None:
+    """The line number (1-based, as an editor shows it) where pyarrow's row ``row``
+    starts: pyarrow counts records from 1, header included, skipping empty lines,
+    and a quoted value may span lines."""
+    seen = 0
+    try:
+        with open(source.path, encoding="utf-8", errors="replace", newline="") as f:
+            reader = csv.reader(f, delimiter=source.delimiter)
+            start = 1
+            for record in reader:
+                if record:
+                    seen += 1
+                    if seen == row:
+                        return start
+                start = reader.line_num + 1
+    except (OSError, csv.Error):
+        return None
+    return None
+
+
+def _first_line_not_utf8(path: str) -> int | None:
+    """The number of the first line of a file that is not valid UTF-8."""
+    try:
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, start=1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError:
+                    return number
+    except OSError:
+        return None
+    return None
+
+
+class _BadRows:
+    """pyarrow's handler for malformed rows: notes the first one's number and lets
+    pyarrow raise (its own message quotes the line, so it is rewritten)."""
+
+    def __init__(self) -> None:
+        self.first: int | None = None
+
+    def __call__(self, row: Any) -> str:
+        if self.first is None:
+            self.first = row.number
+        return "error"
+
+
+def _open_csv(source: DataSource, stream: Any, bad_rows: _BadRows) -> Any:
+    """pyarrow's streaming CSV reader over ``stream``: every column as text."""
+    import pyarrow as pa
+    from pyarrow import csv as pa_csv
+
+    return pa_csv.open_csv(
+        stream,
+        read_options=pa_csv.ReadOptions(
+            column_names=list(source.columns),
+            skip_rows=1 if source.header else 0,
+            block_size=CSV_BLOCK_BYTES,
+            use_threads=False,
+        ),
+        parse_options=pa_csv.ParseOptions(
+            delimiter=source.delimiter, invalid_row_handler=bad_rows
+        ),
+        convert_options=pa_csv.ConvertOptions(
+            column_types={c: pa.string() for c in source.columns},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DataCheck:
+    """What :func:`check_data_file` found."""
+
+    rows: int
+    """Data rows found (header excluded): all of them when ``complete``."""
+    complete: bool
+    """The whole file was read."""
+
+
+def check_data_file(source: DataSource, limit_bytes: int = CHECK_BYTES) -> DataCheck:
+    """Read a data file as the workers will, to refuse a bad one before the run.
+
+    CSV: parse the first ``limit_bytes`` (all of a smaller file, and on past the
+    limit until a first data row); ``limit_bytes=0`` reads a block or two, enough
+    to count the rows of a small file. Parquet: read the row count the file
+    records.
+    Raises :class:`FeederError` for a malformed line (naming its number, never its
+    content) or a file without any data row.
+    """
+    import pyarrow as pa
+
+    if source.format == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            rows = pq.ParquetFile(source.path).metadata.num_rows
+        except (OSError, pa.ArrowException) as exc:
+            raise FeederError(
+                f"{source.path}: cannot read it as Parquet ({exc})"
+            ) from None
+        if rows == 0:
+            raise NoDataRows(f"{source.path}: the file has no rows")
+        return DataCheck(rows, True)
+    rows = 0
+    complete = True
+    bad_rows = _BadRows()
+    try:
+        with open(source.path, "rb") as stream:
+            reader = _open_csv(source, stream, bad_rows)
+            try:
+                batches = iter(reader)
+                for batch in batches:
+                    rows += batch.num_rows
+                    if rows and stream.tell() >= limit_bytes:
+                        # Past the limit: one more batch only tells whether the
+                        # file ends here.
+                        more = next(batches, None)
+                        if more is not None:
+                            rows += more.num_rows
+                            complete = False
+                        break
+            finally:
+                reader.close()
+    except (OSError, pa.ArrowException) as exc:
+        if isinstance(exc, pa.ArrowInvalid) and "Empty CSV file" in str(exc):
+            rows = 0
+        else:
+            message = _describe_arrow_error(source, exc, bad_rows.first)
+            raise FeederError(message) from None
+    if rows == 0:
+        if source.header:
+            raise NoDataRows(
+                f"{source.path}: the file has a header line and no data rows"
+            )
+        raise NoDataRows(f"{source.path}: the file has no data rows")
+    return DataCheck(rows, complete)
 
 
 class RowReader:
@@ -163,14 +342,22 @@ class RowReader:
         self.n_shards = n_shards
         self.chunk_rows = chunk_rows
         self._seen = 0
+        self._bad_rows = _BadRows()
+
+    @property
+    def rows_seen(self) -> int:
+        """Rows of the whole file (every shard's) read so far in this pass."""
+        return self._seen
 
     def chunks(self) -> Iterator[list[Row]]:
         """Chunks of at most ``chunk_rows`` rows, in file order; the last may be
-        shorter. Raises :class:`FeederError` if the file cannot be read."""
+        shorter. Raises :class:`FeederError` if the file cannot be read; its
+        message names the line."""
         import pyarrow as pa
 
         pending: list[Row] = []
         self._seen = 0
+        self._bad_rows = _BadRows()
         try:
             for batch in self._batches():
                 pending.extend(self._own_rows(batch))
@@ -178,7 +365,8 @@ class RowReader:
                     yield pending[: self.chunk_rows]
                     del pending[: self.chunk_rows]
         except (OSError, pa.ArrowException) as exc:
-            raise FeederError(_describe_arrow_error(self.source.path, exc)) from None
+            message = _describe_arrow_error(self.source, exc, self._bad_rows.first)
+            raise FeederError(message) from None
         if pending:
             yield pending
 
@@ -190,26 +378,10 @@ class RowReader:
 
         source = self.source
         if source.format == "csv":
-            from pyarrow import csv as pa_csv
-
             # A Python file object, not the path: given a path, pyarrow reads
             # ahead in the background and held most of a 40 MB file at once.
             with open(source.path, "rb") as stream:
-                reader = pa_csv.open_csv(
-                    stream,
-                    read_options=pa_csv.ReadOptions(
-                        column_names=list(source.columns),
-                        skip_rows=1 if source.header else 0,
-                        block_size=CSV_BLOCK_BYTES,
-                        use_threads=False,
-                    ),
-                    parse_options=pa_csv.ParseOptions(delimiter=source.delimiter),
-                    convert_options=pa_csv.ConvertOptions(
-                        column_types={c: pa.string() for c in source.columns},
-                        strings_can_be_null=False,
-                        quoted_strings_can_be_null=False,
-                    ),
-                )
+                reader = _open_csv(source, stream, self._bad_rows)
                 try:
                     yield from reader
                 finally:
@@ -254,6 +426,8 @@ class Feeder:
     :meth:`take` never blocks: it returns a row, None when the buffer is empty but
     more rows are coming (call :meth:`refill`, in a thread), or :data:`EXHAUSTED`.
     Only one :meth:`refill` may run at a time; the worker makes sure of that.
+    :meth:`refill` does not raise for a file it cannot read: it sets :attr:`error`
+    and ``finished``, so the rows already read are still used.
     """
 
     def __init__(
@@ -275,7 +449,15 @@ class Feeder:
         """Passes started over the file (more than 1 only with ``reuse``)."""
         self.finished = False
         """No row will be added any more (the buffer may still hold some)."""
+        self.error: FeederError | None = None
+        """Why the file could not be read to its end (file and line, no value)."""
+        self.file_rows: int | None = None
+        """Rows in the whole file (every worker's), known after a complete pass."""
+        self.wrapped = False
+        """The file has fewer rows than there are workers and this worker's share
+        was empty: with ``reuse`` it uses row ``shard mod file_rows`` instead."""
         self._chunks: Iterator[list[Row]] | None = None
+        self._reader: RowReader | None = None
         self._rows_this_pass = 0
 
     @property
@@ -298,16 +480,26 @@ class Feeder:
         """Read the next chunk into the buffer (blocking: run it in a thread).
 
         At the end of a pass: start the next one when ``reuse`` is set and the pass
-        found rows for this worker; otherwise mark the feeder finished."""
+        found rows for this worker; otherwise mark the feeder finished. A pass that
+        found none because the file has fewer rows than workers is followed, with
+        ``reuse``, by one over this worker's wrapped-around row. A file that cannot
+        be read sets :attr:`error` and finishes the feeder."""
         while not self.finished:
             if self._chunks is None:
                 self.passes += 1
                 self._rows_this_pass = 0
-                reader = RowReader(
-                    self.source, self.shard, self.n_shards, self.chunk_rows
-                )
-                self._chunks = reader.chunks()
-            chunk = next(self._chunks, None)
+                shard, n_shards = self.shard, self.n_shards
+                if self.wrapped and self.file_rows:
+                    shard, n_shards = self.shard % self.file_rows, self.file_rows
+                self._reader = RowReader(self.source, shard, n_shards, self.chunk_rows)
+                self._chunks = self._reader.chunks()
+            try:
+                chunk = next(self._chunks, None)
+            except FeederError as exc:
+                self.error = exc
+                self.finished = True
+                self._chunks = None
+                return
             if chunk is not None:
                 self._rows_this_pass += len(chunk)
                 if self.source.order == "random":
@@ -315,6 +507,16 @@ class Feeder:
                 self.rows.extend(chunk)
                 return
             self._chunks = None
+            assert self._reader is not None
+            self.file_rows = self._reader.rows_seen
+            if (
+                self._rows_this_pass == 0
+                and self.source.reuse
+                and not self.wrapped
+                and 0 < self.file_rows <= self.shard
+            ):
+                self.wrapped = True
+                continue
             if not self.source.reuse or self._rows_this_pass == 0:
                 self.finished = True
 
@@ -332,10 +534,14 @@ def source_summary(source: DataSource) -> dict[str, object]:
 
 
 __all__ = [
+    "CHECK_BYTES",
     "EXHAUSTED",
+    "DataCheck",
     "Feeder",
     "FeederError",
+    "NoDataRows",
     "RowReader",
+    "check_data_file",
     "csv_first_line",
     "parquet_columns",
     "shard_rows",

@@ -7,7 +7,11 @@ variable's value or a function's output, and joins: no parsing happens per reque
 and a template without slots returns its text at once.
 
 Inside ``{{ }}`` spaces are optional. A name is letters, digits and ``_``, not
-starting with a digit. The functions are:
+starting with a digit. ``{{ name | urlencode }}`` (or a function call followed by
+``| urlencode``) percent-encodes the rendered value for a query string or a path
+segment: every character but ``A-Z a-z 0-9 - . _ ~`` becomes ``%XX`` of its UTF-8
+bytes, so a value holding ``&``, ``=``, ``+``, ``#`` or a space stays one value. The
+Artillery translator writes it for every templated ``qs`` value. The functions are:
 
 * ``$randomString()`` / ``$randomString(n)`` - ``n`` (default 10) characters of
   ``[A-Za-z0-9]``,
@@ -40,7 +44,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from json.encoder import encode_basestring
-from urllib.parse import quote_plus
+from urllib.parse import quote, quote_plus
 
 NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 """What a variable or capture name may be, so that ``{{ name }}`` can refer to it."""
@@ -54,6 +58,9 @@ MAX_RANDOM_STRING = 1_000_000
 """Longest ``$randomString(n)``: a bound so a typo cannot build gigabyte bodies."""
 
 TEMPLATE_FORM = "{{ name }} or {{ $function(args) }}"
+
+URLENCODE = "urlencode"
+"""The one filter: ``{{ name | urlencode }}`` percent-encodes the value."""
 
 
 class TemplateSyntaxError(ValueError):
@@ -146,6 +153,7 @@ class Template:
         "_calls",
         "_constant",
         "_pieces",
+        "_quoted",
         "_single",
         "_slots",
         "functions",
@@ -171,19 +179,22 @@ class Template:
         pieces: list[str],
         slots: list[tuple[int, str]],
         calls: list[tuple[int, str, Callable[[], str]]],
+        quoted: list[tuple[int, str]] | None = None,
     ) -> None:
+        quoted = quoted or []
         self.source = source
         self._pieces = pieces
         self._slots = tuple(slots)
+        self._quoted = tuple(quoted)
         self._calls = tuple((index, fn) for index, _, fn in calls)
-        self.names = frozenset(name for _, name in slots)
+        self.names = frozenset(name for _, name in (*slots, *quoted))
         self.functions = frozenset(fn_name for _, fn_name, _ in calls)
-        self.is_constant = not slots and not calls
+        self.is_constant = not slots and not calls and not quoted
         self._constant = "".join(pieces) if self.is_constant else None
         only_one = len(pieces) == 1 and len(slots) == 1
         self._single = slots[0][1] if only_one else None
         shown = list(pieces)
-        for index, name in slots:
+        for index, name in (*slots, *quoted):
             shown[index] = "{" + name + "}"
         for index, fn_name, _ in calls:
             shown[index] = "{" + fn_name + "}"
@@ -198,6 +209,8 @@ class Template:
         out = self._pieces.copy()
         for index, name in self._slots:
             out[index] = variables[name]
+        for index, name in self._quoted:
+            out[index] = _url_quote(variables[name])
         for index, fn in self._calls:
             out[index] = fn()
         return "".join(out)
@@ -221,6 +234,7 @@ def compile_template(text: str) -> Template:
     """Compile ``text``; raise :class:`TemplateSyntaxError` if a ``{{ }}`` is bad."""
     pieces: list[str] = []
     slots: list[tuple[int, str]] = []
+    quoted: list[tuple[int, str]] = []
     calls: list[tuple[int, str, Callable[[], str]]] = []
     position = 0
     while True:
@@ -236,17 +250,50 @@ def compile_template(text: str) -> Template:
             )
         if start > position:
             pieces.append(text[position:start])
-        inner = text[start + 2 : end].strip()
+        inner, encode = _split_filter(text[start + 2 : end].strip(), text)
         if NAME_PATTERN.fullmatch(inner):
-            slots.append((len(pieces), inner))
+            (quoted if encode else slots).append((len(pieces), inner))
         else:
             fn_name, fn = _compile_call(inner, text)
+            if encode:
+                fn = partial(_quote_call, fn)
             calls.append((len(pieces), fn_name, fn))
         pieces.append("")
         position = end + 2
     if position < len(text) or not pieces:
         pieces.append(text[position:])
-    return Template(text, pieces, slots, calls)
+    return Template(text, pieces, slots, calls, quoted)
+
+
+def _split_filter(inner: str, text: str) -> tuple[str, bool]:
+    """``name | urlencode`` -> (``name``, True); ``name`` -> (``name``, False)."""
+    if "|" not in inner:
+        return inner, False
+    expression, _, name = inner.partition("|")
+    name = name.strip()
+    if name != URLENCODE:
+        raise TemplateSyntaxError(
+            f"unknown filter {name!r} in {text!r}",
+            f"the one filter is {URLENCODE}: write {{{{ name | {URLENCODE} }}}}, "
+            "or remove the '|'",
+        )
+    return expression.strip(), True
+
+
+_URL_SAFE = re.compile(r"[A-Za-z0-9._~-]*")
+
+
+def _url_quote(text: str) -> str:
+    """``text`` percent-encoded as one query value or path segment."""
+    if _URL_SAFE.fullmatch(text):
+        return text  # nothing to encode, and quote costs microseconds
+    # surrogateescape gives back the original bytes of an environment variable that
+    # was not valid UTF-8, which is what the user meant to send.
+    return quote(text, safe="", errors="surrogateescape")
+
+
+def _quote_call(fn: Callable[[], str]) -> str:
+    return _url_quote(fn())
 
 
 def _compile_call(inner: str, text: str) -> tuple[str, Callable[[], str]]:
@@ -474,6 +521,7 @@ def _form_quote(text: str) -> str:
 __all__ = [
     "FUNCTIONS",
     "NAME_PATTERN",
+    "URLENCODE",
     "FormBody",
     "JsonBody",
     "Template",

@@ -519,35 +519,78 @@ class Worker:
         async with self.feed_lock:
             if not feeder.wants_rows():
                 return
-            try:
-                await trio.to_thread.run_sync(feeder.refill)
-            except FeederError as exc:
-                # The message names the file and the problem, never a value.
-                log.error("worker %d: %s", self.cfg.shard, exc)
-                self._event("data_error", error=str(exc))
-                feeder.finished = True
+            await trio.to_thread.run_sync(feeder.refill)
+            if feeder.error is not None:
+                self._data_error(feeder.error)
 
     async def _feed(self) -> None:
         """Keep every data file's buffer topped up, reading in a thread."""
+        for feeder in self.feeders:
+            if feeder.error is not None:
+                # The first read, before the start, already met a bad line.
+                self._data_error(feeder.error)
         while True:
             for feeder in self.feeders:
                 if feeder.wants_rows():
                     await self._refill(feeder)
             await trio.sleep(FEED_POLL_S)
 
+    def _data_error(self, error: FeederError) -> None:
+        """A data file cannot be read past a line: say so once, as one line (its
+        message names the file and the line, never a value), and end the worker
+        with the reason ``data_error`` so the run is not taken for a clean one.
+        Rows read before the bad line are used; then no iteration starts here."""
+        log.error(
+            "worker %d: %s; this worker starts no new iteration once the rows "
+            "before it are used",
+            self.cfg.shard,
+            error,
+        )
+        self._event("data_error", error=str(error))
+        if not self.stop.stopping:
+            self.stop_reason = "data_error"
+
     def _data_exhausted(self, feeder: Feeder) -> None:
         if self.out_of_data:
             return
         self.out_of_data = True
         summary = source_summary(feeder.source)
-        log.warning(
-            "worker %d: data file %s has no rows left for this worker after %d "
-            "rows; no new iteration starts here (set reuse: true to start over)",
-            self.cfg.shard,
-            summary["file"],
-            feeder.rows_taken,
-        )
         self._event("data_exhausted", rows_used=feeder.rows_taken, **summary)
+        if feeder.error is not None:
+            return  # said by _data_error
+        shard, n_shards = self.cfg.shard, self.cfg.n_shards
+        file_rows = feeder.file_rows
+        short = file_rows is not None and 0 < file_rows < n_shards
+        if short and not feeder.source.reuse and feeder.rows_taken == 0:
+            # With reuse, an empty share wraps around instead.
+            log.warning(
+                "worker %d: data file %s has %d row%s for %d workers, so none is "
+                "this worker's (each row goes to one worker); no iteration starts "
+                "here. Give the file a row per worker at least, or set reuse: true "
+                "in its data block to share rows",
+                shard,
+                summary["file"],
+                file_rows,
+                "" if file_rows == 1 else "s",
+                n_shards,
+            )
+        elif feeder.source.reuse:
+            log.warning(
+                "worker %d: data file %s had no row for this worker on its last "
+                "pass (did the file change during the run?); no new iteration "
+                "starts here",
+                shard,
+                summary["file"],
+            )
+        else:
+            log.warning(
+                "worker %d: data file %s has no rows left for this worker after %d "
+                "rows; no new iteration starts here (set reuse: true in its data "
+                "block to start over)",
+                shard,
+                summary["file"],
+                feeder.rows_taken,
+            )
 
     # -- recording and reporting -------------------------------------------------
 

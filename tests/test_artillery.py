@@ -136,7 +136,8 @@ def test_features_translate_to_the_native_model() -> None:
     assert login.think_s == 2.0
     assert len(pages) == 3
     assert {p.path for p in pages} == {
-        "/api/simulations?page={{ page }}&region={{ region }}&q=a%20b"
+        "/api/simulations?page={{ page | urlencode }}"
+        "&region={{ region | urlencode }}&q=a%20b"
     }
     assert {p.endpoint for p in pages} == {"/api/simulations"}
     assert [p.think_s for p in pages] == [0.5, 0.5, 0.5]
@@ -388,3 +389,198 @@ def test_native_loop_repeats_its_steps_count_times(tmp_path: Path) -> None:
             str(tmp_path / "p.yaml"),
         )
     assert caught.value.location.line == 7
+
+
+# -- payloads, query strings, loops and recognition ------------------------------
+
+
+def test_misspelt_scenarios_key_is_named_with_a_did_you_mean(tmp_path: Path) -> None:
+    text = artillery("      - get: {url: /}\n").replace("scenarios:", "scenario:")
+    with pytest.raises(ProfileError) as caught:
+        load_text(text, tmp_path)
+    error = caught.value
+    assert error.location.path == "scenario"
+    assert "'scenario' in an Artillery file" in error.problem
+    assert "did you mean 'scenarios'?" in error.fix
+    only_config = "config:\n  target: http://127.0.0.1:1\n  phases: []\n"
+    with pytest.raises(ProfileError, match="'scenarios' is required"):
+        load_text(only_config, tmp_path)
+
+
+_LOAD_WITH_LITTLE_MEMORY = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+from harness.errors import ProfileError
+from harness.profile.load import load_profile_text
+try:
+    load_profile_text(sys.stdin.read(), "p.yml")
+except ProfileError as exc:
+    print(exc.location.line, exc.problem, "|", exc.fix)
+"""
+
+NATIVE_LOOP = (
+    "target: http://127.0.0.1:1\n"
+    "load: {model: open, phases: [{duration: 1s, rate: 1}]}\n"
+    "scenarios:\n"
+    "  - name: s\n"
+    "    flow:\n"
+    "      - loop: {count: 1000000000, flow: [{path: /}]}\n"
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # A billion copies of one step, and 30 000 copies of 10 000 steps.
+        artillery("      - loop: [{get: {url: /}}]\n        count: 1000000000\n"),
+        artillery(
+            "      - loop:\n          - loop: [{get: {url: /}}]\n"
+            "            count: 10000\n        count: 30000\n"
+        ),
+        NATIVE_LOOP,
+    ],
+    ids=["artillery", "artillery-nested", "native"],
+)
+def test_loop_too_large_is_refused_before_it_is_expanded(text: str) -> None:
+    """In a process limited to 1 GiB of memory: building the copies first (8 GB
+    of references for a billion) would end in a MemoryError there."""
+    result = subprocess.run(
+        [sys.executable, "-c", _LOAD_WITH_LITTLE_MEMORY],
+        input=text,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "over 10000 steps" in result.stdout, result.stdout
+    assert "lower the loop's count" in result.stdout
+    assert result.stdout.startswith(("6 ", "8 ")), result.stdout
+
+
+def test_arrival_count_must_be_a_whole_number(tmp_path: Path) -> None:
+    text = artillery("      - get: {url: /}\n").replace(
+        "{duration: 10, arrivalRate: 1}", "{duration: 8, arrivalCount: 2.5}"
+    )
+    with pytest.raises(ProfileError, match="must be an integer") as caught:
+        load_text(text, tmp_path)
+    assert caught.value.location.path == "config.phases[0].arrivalCount"
+
+
+def test_target_from_the_environment_suggests_the_target_option(
+    tmp_path: Path,
+) -> None:
+    text = artillery("      - get: {url: /}\n").replace(
+        "http://127.0.0.1:13010", "'{{ $processEnvironment.TARGET }}'"
+    )
+    with pytest.raises(ProfileError) as caught:
+        load_text(text, tmp_path)
+    assert caught.value.location.path == "config.target"
+    assert "--target" in caught.value.fix
+    assert "config.variables" not in caught.value.fix
+
+
+@pytest.mark.parametrize(
+    ("payload", "words"),
+    [
+        ("{path: users.csv, fields: id}", "fields: [id, email]"),
+        ("{path: users.csv, fields: [id, 2nd]}", "with fields: [...]"),
+        ("{path: users.data, fields: [id, email]}", ".csv"),
+        ("{path: users.parquet, skipHeader: true}", "remove 'skipHeader'"),
+    ],
+)
+def test_payload_fixes_use_artillery_names(
+    tmp_path: Path, payload: str, words: str
+) -> None:
+    (tmp_path / "users.csv").write_text("id,email\n1,a@example.com\n")
+    (tmp_path / "users.data").write_text("id,email\n1,a@example.com\n")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": [1]}), tmp_path / "users.parquet")
+    text = artillery("      - get: {url: /}\n", f"  payload: {payload}\n")
+    with pytest.raises(ProfileError) as caught:
+        load_text(text, tmp_path)
+    error = caught.value
+    assert words in error.fix, str(error)
+    assert "columns:" not in error.fix and "format:" not in error.fix, str(error)
+    assert "header:" not in error.fix, str(error)
+
+
+def test_payload_header_with_a_byte_order_mark_names_its_columns(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "users.csv").write_bytes(b"\xef\xbb\xbfid,email\n1,a@example.com\n")
+    text = artillery(
+        "      - get: {url: '/u/{{ id }}'}\n",
+        "  payload: {path: users.csv, skipHeader: true}\n",
+    )
+    profile = load_profile_text(text, str(tmp_path / "art.yml"))
+    assert profile.data[0].columns == ("id", "email")
+
+
+def test_payload_with_a_header_and_no_rows_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "users.csv").write_text("id,email\n")
+    text = artillery(
+        "      - get: {url: /}\n", "  payload: {path: users.csv, skipHeader: true}\n"
+    )
+    with pytest.raises(ProfileError, match="no data rows") as caught:
+        load_text(text, tmp_path)
+    assert caught.value.location.path == "config.payload.path"
+    assert "skipHeader: false" in caught.value.fix
+
+
+def test_qs_values_are_percent_encoded_after_rendering(tmp_path: Path) -> None:
+    from harness.template import compile_template
+
+    text = artillery(
+        "      - get:\n"
+        "          url: /u\n"
+        "          qs: {e: '{{ email }}', 'k {{ n }}': 'x {{ $randomInt(7, 7) }}'}\n",
+        "  variables: {email: 'john doe+x@ex.com&admin=1', n: 'a=b'}\n",
+    )
+    profile = load_profile_text(text, str(tmp_path / "art.yml"))
+    step = profile.scenarios[0].steps[0]
+    assert step.endpoint == "/u"
+    rendered = compile_template(step.path).render(
+        {"email": "john doe+x@ex.com&admin=1", "n": "a=b"}
+    )
+    assert rendered == "/u?e=john%20doe%2Bx%40ex.com%26admin%3D1&k%20a%3Db=x%207"
+
+
+@pytest.mark.slow
+def test_one_row_payload_feeds_every_arrival_on_every_worker_encoded(
+    tmp_path: Path,
+) -> None:
+    """A one-row payload on two workers: every arrival gets the row (Artillery's
+    rows cycle), and its value reaches the server as one encoded query value."""
+    from .servers import run_nginx
+
+    (tmp_path / "one.csv").write_text("john doe+x@ex.com&admin=1\n")
+    root = tmp_path / "nginx"
+    with run_nginx(root, log_uris=True) as url:
+        path = tmp_path / "art.yml"
+        path.write_text(
+            "config:\n"
+            f"  target: {url}\n"
+            "  phases: [{duration: 2, arrivalRate: 5}]\n"
+            "  payload: {path: one.csv, fields: [a]}\n"
+            "scenarios:\n"
+            "  - flow: [{get: {url: /u, qs: {e: '{{ a }}'}}}]\n"
+        )
+        result = subprocess.run(
+            [
+                *(sys.executable, "-m", "harness", "run", str(path)),
+                *("--workers", "2", "--out", str(tmp_path / "runs")),
+                *("--run-id", "r", "--no-report"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+        )
+    assert result.returncode == 0, result.stdout + result.stderr
+    logged = (root / "access.log").read_text().splitlines()
+    assert logged == ["/u?e=john%20doe%2Bx%40ex.com%26admin%3D1"] * 10
+    rows = pd.read_parquet(tmp_path / "runs" / "r" / "requests")
+    assert sorted(rows.groupby("worker").size()) == [5, 5]

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pyarrow as pa
@@ -25,6 +26,7 @@ from harness.feeder import (
     Feeder,
     FeederError,
     RowReader,
+    check_data_file,
     csv_first_line,
     parquet_columns,
     shard_rows,
@@ -147,8 +149,65 @@ def test_parse_error_names_the_file_but_not_the_line(tmp_path: Path) -> None:
             pass
     message = str(caught.value)
     assert "users.csv" in message
-    assert "2 fields where 3" in message
+    assert "line 3 has 2 fields where 3" in message
     assert "hunter2" not in message and "oops" not in message
+
+
+def test_parse_error_line_counts_blank_lines_and_quoted_newlines(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "users.csv"
+    path.write_text(
+        'id,email,password\n1,"two\nlines",p\n\n2,b,c\n3,d,e,extra-secret\n'
+    )
+    with pytest.raises(FeederError) as caught:
+        check_data_file(csv_source(path))
+    message = str(caught.value)
+    assert "line 6 has 4 fields where 3" in message, message
+    assert "extra-secret" not in message
+
+
+def test_text_that_is_not_utf8_is_reported_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "users.csv"
+    path.write_bytes(b"id,email,password\n1,a,b\n2,caf\xe9,c\n")
+    with pytest.raises(FeederError, match="line 3 is not valid UTF-8"):
+        check_data_file(csv_source(path))
+
+
+def test_check_refuses_a_header_without_data_rows(tmp_path: Path) -> None:
+    path = tmp_path / "users.csv"
+    path.write_text("id,email,password\n\n")
+    with pytest.raises(FeederError, match="a header line and no data rows"):
+        check_data_file(csv_source(path))
+    path.write_text("id,email,password\n1,a,b\n")
+    check = check_data_file(csv_source(path))
+    assert (check.rows, check.complete) == (1, True)
+
+
+def test_check_reads_the_start_of_a_large_file(tmp_path: Path) -> None:
+    path = tmp_path / "users.csv"
+    write_csv(path, 100_000)
+    with path.open("a") as f:
+        f.write("x,y\n")  # line 100 002, past the part checked below
+    partial = check_data_file(csv_source(path), limit_bytes=1 << 16)
+    assert not partial.complete and 0 < partial.rows < 100_000
+    small = tmp_path / "small.csv"
+    write_csv(small, 3)
+    check = check_data_file(csv_source(small), limit_bytes=0)
+    assert (check.rows, check.complete) == (3, True)
+    with pytest.raises(FeederError, match="line 100002 has 2 fields"):
+        check_data_file(csv_source(path))
+
+
+def test_byte_order_mark_is_not_part_of_the_first_column_name(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "users.csv"
+    path.write_bytes(b"\xef\xbb\xbfid,email\n1,a@example.com\n")
+    assert csv_first_line(str(path), ",") == ["id", "email"]
+    source = DataSource(path=str(path), format="csv", columns=("id", "email"))
+    chunks = list(RowReader(source, 0, 1).chunks())
+    assert chunks == [[("1", "a@example.com")]]
 
 
 # -- the feeder ----------------------------------------------------------------------
@@ -186,13 +245,59 @@ def test_feeder_with_reuse_starts_over(tmp_path: Path) -> None:
     assert feeder.passes == 3
 
 
-def test_feeder_with_reuse_and_no_rows_for_its_worker_is_exhausted(
+def test_feeder_with_reuse_and_fewer_rows_than_workers_wraps_around(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "users.csv"
+    write_csv(path, 3)
+    # Five workers, three rows: workers 0-2 have one row each; 3 and 4 have none
+    # of their own and take rows 0 and 1, so every arrival gets a row.
+    taken = {
+        shard: drain(Feeder(csv_source(path, reuse=True), shard, 5, seed=1), 4)
+        for shard in range(5)
+    }
+    assert taken == {
+        0: ["0"] * 4,
+        1: ["1"] * 4,
+        2: ["2"] * 4,
+        3: ["0"] * 4,
+        4: ["1"] * 4,
+    }
+    one_row = tmp_path / "one.csv"
+    write_csv(one_row, 1)
+    feeder = Feeder(csv_source(one_row, reuse=True), 1, 2, seed=1)
+    assert drain(feeder, 10) == ["0"] * 10
+    assert feeder.wrapped and feeder.file_rows == 1
+
+
+def test_feeder_without_reuse_and_an_empty_share_knows_the_file_size(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "users.csv"
     write_csv(path, 1)
-    feeder = Feeder(csv_source(path, reuse=True), 1, 2, seed=1)
+    feeder = Feeder(csv_source(path), 1, 2, seed=1)
     assert drain(feeder, 10) == []
+    assert feeder.file_rows == 1 and not feeder.wrapped and feeder.error is None
+
+
+def test_feeder_hands_out_the_rows_before_a_bad_line_then_stops(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "users.csv"
+    write_csv(path, 20_000)  # about 800 kB: several blocks of CSV_BLOCK_BYTES
+    with path.open("a") as f:
+        f.write("20000,hunter2-secret\n20001,b,c\n")
+    feeder = Feeder(csv_source(path, reuse=True), 0, 1, seed=1, chunk_rows=1000)
+    # Refills do not raise: the error is kept, and the rows of the blocks before
+    # the bad line's are used, in order.
+    ids = drain(feeder, 100_000)
+    assert 0 < len(ids) < 20_000
+    assert ids == [str(i) for i in range(len(ids))]
+    assert feeder.take() is EXHAUSTED
+    assert feeder.error is not None
+    message = str(feeder.error)
+    assert "users.csv: line 20002 has 2 fields where 3" in message
+    assert "hunter2" not in message
 
 
 def test_feeder_random_order_shuffles_within_chunks_reproducibly(
@@ -435,3 +540,107 @@ def test_data_block_errors_say_what_is_wrong(
         load_profile_text(NATIVE.format(data=data), str(tmp_path / "p.yaml"))
     assert caught.value.location.line == 5
     assert caught.value.location.path.startswith("data")
+
+
+def test_data_block_refuses_a_header_only_file_and_a_malformed_line(
+    tmp_path: Path,
+) -> None:
+    from harness.errors import ProfileError
+    from harness.profile.load import load_profile_text
+
+    data = tmp_path / "users.csv"
+    data.write_text("id,email,password\n")
+    text = NATIVE.format(data="{file: users.csv}")
+    with pytest.raises(ProfileError, match="header line and no data rows") as caught:
+        load_profile_text(text, str(tmp_path / "p.yaml"))
+    assert caught.value.location.path == "data.file"
+    assert "header: false" in caught.value.fix
+    # A short line deep in a 2 MB file is found when the profile is loaded, by
+    # its line number, and its content is not repeated.
+    write_csv(data, 50_000)
+    lines = data.read_text().splitlines(keepends=True)
+    lines[9000] = "8999,hunter2-secret\n"
+    data.write_text("".join(lines))
+    with pytest.raises(ProfileError) as caught:
+        load_profile_text(text, str(tmp_path / "p.yaml"))
+    assert "line 9001 has 2 fields where 3 were expected" in caught.value.problem
+    assert "hunter2" not in str(caught.value)
+
+
+def test_header_only_data_file_makes_the_command_exit_with_code_2(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "users.csv").write_text("id,email,password\n")
+    profile = tmp_path / "p.yaml"
+    profile.write_text(NATIVE.format(data="{file: users.csv}"))
+    result = subprocess.run(
+        [sys.executable, "-m", "harness", "run", str(profile)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "no data rows" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_file_with_fewer_rows_than_workers_without_reuse_says_so(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "users.csv"
+    write_csv(data, 1)
+    with logging_nginx(tmp_path / "nginx") as (url, log):
+        profile = tmp_path / "feeder.yaml"
+        profile.write_text(
+            FEEDER_PROFILE.format(url=url, file=data.name, duration="1s", rate=4)
+        )
+        result, _ = run_harness(profile, tmp_path / "runs")
+    assert result.returncode == 0, result.stderr
+    assert sent_ids(log) == [0]
+    assert "users.csv has 1 row for 2 workers" in result.stderr
+    assert "set reuse: true in its data block" in result.stderr
+
+
+def _run_in_process(profile_text: str, data: Path, bad: str, out: Path) -> Any:
+    """Load the profile while its data file is sound, then spoil the file (as a
+    file changed after the check would be) and run it on 2 workers."""
+    from harness.coordinator import Coordinator, RunOptions
+    from harness.profile.load import load_profile_text
+
+    profile = load_profile_text(profile_text, str(data.parent / "p.yaml"))
+    with data.open("a") as f:
+        f.write(bad)
+    coordinator = Coordinator(profile, RunOptions(out_dir=out, run_id="r", workers=2))
+    return coordinator.run()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rows", [3, 16_000])
+def test_malformed_line_met_by_a_worker_is_one_clear_message(
+    tmp_path: Path, rows: int, nginx: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Near the top (read before the start) or deep in the file (read during the
+    run), a malformed line gives one message per worker with the file and the
+    line, no traceback and no value; both workers run and end as ``data_error``."""
+    data = tmp_path / "users.csv"
+    write_csv(data, rows)
+    text = FEEDER_PROFILE.format(url=nginx, file=data.name, duration="1s", rate=20)
+    outcome = _run_in_process(text, data, f"{rows},hunter2-secret\n", tmp_path / "runs")
+    line = rows + 2
+    run_dir = tmp_path / "runs" / "r"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert [s["status"] for s in manifest["shards"]] == ["done", "done"]
+    assert [s["stop_reason"] for s in manifest["shards"]] == ["data_error"] * 2
+    errors = [e for e in events(run_dir) if e["event"] == "data_error"]
+    assert len(errors) == 2
+    assert all(f"line {line} has 2 fields" in str(e["error"]) for e in errors)
+    captured = capfd.readouterr()
+    logged = captured.out + captured.err
+    assert logged.count(f"users.csv: line {line} has 2 fields") == 2, logged
+    assert "Traceback" not in logged and "hunter2" not in logged
+    if rows == 3:
+        assert outcome.rows == 0
+    else:
+        assert outcome.rows == 20  # the rows before the bad line's block are used

@@ -5,7 +5,7 @@ import pickle
 import re
 import time
 import uuid
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 import pytest
 from hypothesis import given
@@ -128,6 +128,8 @@ def test_timestamp_is_the_current_epoch_in_milliseconds() -> None:
         ("{{ $uuid }}", "missing its parentheses"),
         ("{{ $uuid(4) }}", "takes 0 arguments, not 1"),
         ("{{ $timestamp(x) }}", "'x' is not an integer"),
+        ("{{ email | upper }}", "unknown filter 'upper'"),
+        ("{{ | urlencode }}", "empty"),
     ],
 )
 def test_compile_refuses_malformed_templates_with_a_fix(
@@ -221,15 +223,17 @@ def test_json_body_refuses_values_json_cannot_hold(
         compile_json_body(value)
 
 
+# Text without "{{": any "{{" in a JSON body's strings starts a template.
+plain_text = st.text().filter(lambda s: "{{" not in s)
 json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers()
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
+    | plain_text,
     lambda children: (
         st.lists(children, max_size=4)
-        | st.dictionaries(st.text(), children, max_size=4)
+        | st.dictionaries(plain_text, children, max_size=4)
     ),
     max_leaves=12,
 )
@@ -276,3 +280,25 @@ def test_any_form_values_decode_back_to_themselves(
     form = compile_form_body(fields)
     decoded = parse_qsl(form.render(variables).decode("ascii"), keep_blank_values=True)
     assert decoded == [(f"f{i}", value) for i, (_, value) in enumerate(pairs)]
+
+
+def test_urlencode_filter_percent_encodes_the_rendered_value() -> None:
+    template = compile_template(
+        "/u?e={{ email | urlencode }}&raw={{ email }}&r={{$randomInt(7, 7)|urlencode}}"
+    )
+    assert template.names == frozenset({"email"})
+    assert template.pattern == "/u?e={email}&raw={email}&r={randomInt}"
+    value = "john doe+x@ex.com&admin=1"
+    assert template.render({"email": value}) == (
+        f"/u?e=john%20doe%2Bx%40ex.com%26admin%3D1&raw={value}&r=7"
+    )
+    alone = compile_template("{{email|urlencode}}")
+    assert alone.render({"email": "a/b é"}) == "a%2Fb%20%C3%A9"
+    assert pickle.loads(pickle.dumps(alone)).render({"email": "#"}) == "%23"
+
+
+@given(st.text())
+def test_any_urlencoded_value_decodes_back_to_itself(value: str) -> None:
+    rendered = compile_template("{{ v | urlencode }}").render({"v": value})
+    assert re.fullmatch(r"[A-Za-z0-9._~%-]*", rendered)
+    assert unquote(rendered, errors="surrogateescape") == value

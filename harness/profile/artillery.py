@@ -2,8 +2,9 @@
 
 How this works
 --------------
-:func:`is_artillery` recognises an Artillery file: a top-level mapping with ``config``
-and ``scenarios`` and none of the native format's other top-level keys.
+:func:`is_artillery` recognises an Artillery file: a top-level mapping whose ``config``
+is a mapping, without any of the native format's other top-level keys (so a
+misspelt ``scenario:`` is reported as an Artillery key, with a did-you-mean).
 :class:`ArtilleryLoader` then walks the same YAML node tree the native loader walks
 (it *is* that loader, with one more entry point), so every error carries the
 Artillery file's name, the line and the Artillery field path
@@ -43,7 +44,7 @@ from analysis.thresholds import ThresholdRule, ThresholdSyntaxError
 from analysis.thresholds import parse as parse_threshold
 
 from ..errors import Location, ProfileError
-from ..template import NAME_PATTERN
+from ..template import NAME_PATTERN, URLENCODE
 from .load import (
     COMMAND_LINE,
     TARGET_FIX,
@@ -196,14 +197,25 @@ _PERCENTILE_KEY = re.compile(r"p(\d+)")
 
 
 def is_artillery(root: Node, native_keys: Sequence[str]) -> bool:
-    """True when the document is an Artillery configuration: a mapping with
-    ``config`` and ``scenarios`` and none of the native format's own top-level keys
-    (``scenarios`` is in both)."""
+    """True when the document is an Artillery configuration: a mapping whose
+    ``config`` is a mapping (or with ``config`` and ``scenarios``), and none of the
+    native format's own top-level keys (``scenarios`` is in both). ``scenarios``
+    itself is not needed to recognise the file: a missing or misspelt one is then
+    reported as such."""
     if not isinstance(root, MappingNode):
         return False
     keys = {k.value for k, _ in root.value if isinstance(k, ScalarNode)}
     native_only = set(native_keys) - {"scenarios"}
-    return "config" in keys and "scenarios" in keys and not keys & native_only
+    config = next(
+        (
+            value
+            for key, value in root.value
+            if isinstance(key, ScalarNode) and key.value == "config"
+        ),
+        None,
+    )
+    looks_like = isinstance(config, MappingNode) or {"config", "scenarios"} <= keys
+    return looks_like and not keys & native_only
 
 
 @dataclass(slots=True)
@@ -223,6 +235,14 @@ class ArtilleryLoader(_Loader):
     ) -> Profile:
         self.warnings: list[str] = []
         top = self.fields(root, "", TOP_KEYS, "an Artillery file")
+        if "scenarios" not in top:
+            self.fail(
+                root,
+                "scenarios",
+                "'scenarios' is required at the top of an Artillery file but missing",
+                "add scenarios: [{name: browse, flow: [{get: {url: /}}]}] beside "
+                "config",
+            )
         config_entry = top["config"]
         config = self.fields(config_entry.node, "config", CONFIG_KEYS, "config")
         target = self.art_target(config, config_entry, target_override)
@@ -289,13 +309,14 @@ class ArtilleryLoader(_Loader):
             "(docs/artillery.md)",
         )
 
-    def no_env_template(self, entry: _Entry, text: str) -> None:
+    def no_env_template(self, entry: _Entry, text: str, fix: str = "") -> None:
         if _ENV_ANYWHERE.search(text):
             self.bad(
                 entry,
                 "environment values are read only in config.variables",
-                "add name: '{{ $processEnvironment.NAME }}' under config.variables "
-                "and write {{ name }} here",
+                fix
+                or "add name: '{{ $processEnvironment.NAME }}' under "
+                "config.variables and write {{ name }} here",
             )
 
     # -- config ------------------------------------------------------------------------
@@ -319,7 +340,13 @@ class ArtilleryLoader(_Loader):
             )
         entry = config["target"]
         url = self.text(entry, nonempty=True)
-        self.no_env_template(entry, url)
+        # Templates are not expanded in the target, so a variable cannot carry it.
+        self.no_env_template(
+            entry,
+            url,
+            "pass the target on the command line instead: --target "
+            '"$NAME" (it replaces config.target)',
+        )
         try:
             return validate_target(url)
         except ValueError as exc:
@@ -435,7 +462,7 @@ class ArtilleryLoader(_Loader):
                         "keep arrivalCount (arrivals spread over duration) or "
                         "arrivalRate (per second)",
                     )
-            count = self.number(fields["arrivalCount"], "arrivalCount: 100")
+            count = self.integer(fields["arrivalCount"], 0, "arrivalCount: 100")
             return Phase(duration_s=duration_s, rate=count / duration_s, name=name)
         if "arrivalRate" not in fields:
             self.fail(
@@ -508,6 +535,7 @@ class ArtilleryLoader(_Loader):
                 header_default=False,
                 order_default="random",
                 reuse_default=True,
+                keys=_PAYLOAD_NAMES,
             )
             taken.update(source.columns)
             out.append(source)
@@ -683,16 +711,17 @@ class ArtilleryLoader(_Loader):
                     )
                 count = self.integer(fields["count"], 1, "count: 3")
                 body = self.sequence(fields["loop"], "steps", "loop: [{get: {url: /}}]")
-                # Checked once, with the fewest names defined; the rest are copies.
+                # Checked once, with the fewest names defined; the rest are copies,
+                # made only once their number is known to be within the limit.
                 once = self.art_flow(body, scope, later)
-                out.extend(once * count)
-                if len(out) > _MAX_ITEMS:
+                if len(out) + len(once) * count > _MAX_ITEMS:
                     self.bad(
                         item,
                         f"with its loops expanded this flow has over {_MAX_ITEMS} "
-                        "steps",
+                        f"steps ({len(once)} step(s) x count {count})",
                         "lower the loop's count",
                     )
+                out.extend(once * count)
                 continue
             if len(entries) != 1:
                 keys = ", ".join(entries)
@@ -859,13 +888,32 @@ class ArtilleryLoader(_Loader):
 _MAX_ITEMS = 10_000
 """Flow items (requests and pauses) a scenario may have once loops are expanded."""
 
+_PAYLOAD_NAMES = {
+    "file": "path",
+    "columns": "fields",
+    "header": "skipHeader",
+    "delimiter": "delimiter",
+    "order": "order",
+}
+"""The native data keys and the payload keys written for them, for fixes."""
+
 
 def _encode(text: str) -> str:
-    """Percent-encode the constant parts of a query value; templates are kept."""
+    """Percent-encode a ``qs`` name or value: its constant parts now, and each
+    template's rendered value when the request is made (``| urlencode``), as
+    Artillery encodes its query values after rendering them."""
     return "".join(
-        part if part.startswith("{{") else quote(part, safe="")
+        _url_encoded_template(part) if part.startswith("{{") else quote(part, safe="")
         for part in _TEMPLATE_PART.split(text)
     )
+
+
+def _url_encoded_template(part: str) -> str:
+    """``{{ name }}`` -> ``{{ name | urlencode }}``; a filter already there stays."""
+    inner = part[2:-2].strip()
+    if not inner or "|" in inner:
+        return part  # compiling it reports the mistake as written
+    return f"{{{{ {inner} | {URLENCODE} }}}}"
 
 
 def _latency_expression(key: str, limit_ms: float) -> str:

@@ -42,7 +42,14 @@ from analysis.thresholds import parse as parse_threshold
 
 from ..durations import DurationError, parse_duration
 from ..errors import Location, ProfileError
-from ..feeder import TEXT_KINDS, FeederError, csv_first_line, parquet_columns
+from ..feeder import (
+    TEXT_KINDS,
+    FeederError,
+    NoDataRows,
+    check_data_file,
+    csv_first_line,
+    parquet_columns,
+)
 from ..jsonpath import JsonPathError, compile_path
 from ..template import (
     NAME_PATTERN,
@@ -1336,12 +1343,17 @@ class _Loader:
         header_default: bool = True,
         order_default: DataOrder = "sequence",
         reuse_default: bool = False,
+        keys: Mapping[str, str] | None = None,
     ) -> DataSource:
         """One data file from its fields (native names: ``file``, ``format``,
         ``columns``, ``header``, ``delimiter``, ``order``, ``reuse``); the Artillery
         translator passes its own entries under these names, so errors point at
-        what the user wrote. The file's first line or schema is read to learn the
-        column names, which become template names."""
+        what the user wrote, and ``keys`` maps the native names to the ones it
+        writes, so fixes name them too. The file's first line or schema is read to
+        learn the column names, which become template names, and the start of the
+        file is parsed as the workers will (:func:`check_data_file`): a malformed
+        line or a file without data rows is refused here rather than in the run."""
+        shown = dict(keys or {})
         file_entry = self.require(fields, "file", item.node, item.path)
         written = self.text(file_entry, nonempty=True)
         path = Path(written)
@@ -1351,7 +1363,7 @@ class _Loader:
             self.bad(
                 file_entry,
                 f"data file {written!r} does not exist (looked for {path})",
-                "a relative path is read from the profile's folder",
+                f"a relative path is read from the folder of {Path(self.file).name}",
             )
         fmt: DataFormat
         suffix = path.suffix.lower()
@@ -1366,7 +1378,9 @@ class _Loader:
             self.bad(
                 file_entry,
                 f"cannot tell the format of {written!r} from its extension",
-                "add format: csv or format: parquet",
+                "add format: csv or format: parquet"
+                if keys is None
+                else "give the file a .csv (or .parquet) extension",
             )
         order: DataOrder = order_default
         if "order" in fields:
@@ -1375,21 +1389,22 @@ class _Loader:
         reuse = self.boolean(fields["reuse"]) if "reuse" in fields else reuse_default
         if fmt == "csv":
             columns, header, delimiter = self.csv_columns(
-                file_entry, fields, str(path), header_default, suffix
+                file_entry, fields, str(path), header_default, suffix, shown
             )
             file_columns: tuple[str, ...] = ()
         else:
-            columns = self.parquet_columns(file_entry, fields, str(path))
+            columns = self.parquet_columns(file_entry, fields, str(path), shown)
             file_columns, header, delimiter = columns, False, ","
         names_entry = fields.get("columns", file_entry)
         seen: set[str] = set()
+        columns_key = shown.get("columns", "columns")
         for name in columns:
             if not NAME_PATTERN.fullmatch(name):
                 self.bad(
                     names_entry,
                     f"column {name!r} of {written!r} cannot be used in a template",
                     "name the columns with letters, digits and '_' (not starting "
-                    "with a digit), in the file or with columns: [...]",
+                    f"with a digit), in the file or with {columns_key}: [...]",
                 )
             if name in seen or name in taken:
                 self.bad(
@@ -1399,7 +1414,7 @@ class _Loader:
                     "give each column and variable its own name",
                 )
             seen.add(name)
-        return DataSource(
+        source = DataSource(
             path=str(path),
             format=fmt,
             columns=columns,
@@ -1411,6 +1426,19 @@ class _Loader:
             secret_columns=tuple(c for c in columns if is_secret_name(c)),
             location=Location(self.file, item.node.start_mark.line + 1, item.path),
         )
+        try:
+            check_data_file(source)
+        except FeederError as exc:
+            fix = "correct the line, or remove it; line numbers count every line"
+            if isinstance(exc, NoDataRows):
+                fix = "add rows to the file, or point at the file that has them"
+                if header:
+                    fix += (
+                        f"; with {shown.get('header', 'header')}: false the first "
+                        "line is read as data"
+                    )
+            self.bad(file_entry, str(exc), fix)
+        return source
 
     def csv_columns(
         self,
@@ -1419,8 +1447,10 @@ class _Loader:
         path: str,
         header_default: bool,
         suffix: str,
+        shown: Mapping[str, str],
     ) -> tuple[tuple[str, ...], bool, str]:
         """Column names, header flag and delimiter of a CSV data file."""
+        columns_key = shown.get("columns", "columns")
         header = header_default
         if "header" in fields:
             header = self.boolean(fields["header"])
@@ -1441,7 +1471,9 @@ class _Loader:
             entry = fields["columns"]
             names = tuple(
                 self.text(part, nonempty=True)
-                for part in self.sequence(entry, "column names", "columns: [id, email]")
+                for part in self.sequence(
+                    entry, "column names", f"{columns_key}: [id, email]"
+                )
             )
             if len(names) != len(first):
                 self.bad(
@@ -1455,21 +1487,27 @@ class _Loader:
             self.bad(
                 file_entry,
                 "a CSV file without a header line needs its columns named",
-                "add columns: [id, email, ...], one name per field",
+                f"add {columns_key}: [id, email, ...], one name per field",
             )
         return tuple(first), header, delimiter
 
     def parquet_columns(
-        self, file_entry: _Entry, fields: dict[str, _Entry], path: str
+        self,
+        file_entry: _Entry,
+        fields: dict[str, _Entry],
+        path: str,
+        shown: Mapping[str, str],
     ) -> tuple[str, ...]:
         """The Parquet columns to read (all, or those listed in ``columns``)."""
+        columns_key = shown.get("columns", "columns")
         for key in ("header", "delimiter"):
             if key in fields:
+                written = shown.get(key, key)
                 self.fail(
                     fields[key].key_node,
                     fields[key].path,
-                    f"'{key}' applies to CSV files, and this file is Parquet",
-                    f"remove '{key}'",
+                    f"'{written}' applies to CSV files, and this file is Parquet",
+                    f"remove '{written}'",
                 )
         try:
             kinds = parquet_columns(path)
@@ -1482,7 +1520,7 @@ class _Loader:
             names = tuple(
                 self.text(part, nonempty=True)
                 for part in self.sequence(
-                    names_entry, "column names", "columns: [id, email]"
+                    names_entry, "column names", f"{columns_key}: [id, email]"
                 )
             )
             for name in names:
@@ -1498,7 +1536,8 @@ class _Loader:
                     names_entry,
                     f"column {name!r} holds {kinds[name]}, which is not sent as text",
                     "list only text, integer, number or boolean columns in "
-                    "columns: [...], or convert this one when writing the file",
+                    f"{columns_key}: [...], or convert this one when writing the "
+                    "file",
                 )
         return names
 
@@ -1564,14 +1603,17 @@ class _Loader:
                 continue
             count, body = loop
             # The first pass is checked with the fewest names defined, so it is the
-            # strictest; the other passes are copies of it.
-            steps.extend(self.flow_steps(body, scope, later) * count)
-            if len(steps) > MAX_STEPS:
+            # strictest; the other passes are copies of it. The size is checked
+            # before the copies are made: a count of a billion must not build them.
+            once = self.flow_steps(body, scope, later)
+            if len(steps) + len(once) * count > MAX_STEPS:
                 self.bad(
                     step_item,
-                    f"with its loops expanded this flow has over {MAX_STEPS} steps",
+                    f"with its loops expanded this flow has over {MAX_STEPS} steps "
+                    f"({len(once)} step(s) x count {count})",
                     "lower the loop's count; a long run repeats the scenario anyway",
                 )
+            steps.extend(once * count)
         return steps
 
     def loop(self, item: _Entry) -> tuple[int, list[_Entry]] | None:
