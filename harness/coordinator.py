@@ -701,7 +701,11 @@ class Coordinator:
             reserve.unlink(missing_ok=True)
         lost = [s.index for s in self.shards if s.done is None]
         if self.status != "failed":
-            if lost or self.stop_reason in ("overrun", "disk_low"):
+            if (
+                lost
+                or self._data_errors()
+                or self.stop_reason in ("overrun", "disk_low")
+            ):
                 self.status = "degraded"
             elif self.stop_reason == "interrupted":
                 self.status = "interrupted"
@@ -773,8 +777,21 @@ class Coordinator:
         else:
             self.manifest_error = ""
 
+    def _data_errors(self) -> list[int]:
+        """Workers that stopped sending because their data file could not be read."""
+        return [
+            s.index
+            for s in self.shards
+            if s.done is not None and s.done.reason == "data_error"
+        ]
+
     def _problems(self) -> list[str]:
         problems = []
+        for index in self._data_errors():
+            problems.append(
+                f"worker {index} stopped starting iterations: a line of its data "
+                "file could not be read (events.jsonl, data_error, says which)"
+            )
         if self.manifest_error:
             problems.append(f"manifest.json not updated: {self.manifest_error}")
         if self.events.lost:

@@ -182,8 +182,8 @@ class Worker:
     # -- lifecycle ---------------------------------------------------------------
 
     async def main(self) -> None:
-        # The first rows are read before Ready, so the first iterations never wait
-        # and an unreadable data file fails the start, not the run.
+        # The first rows are read before Ready, so the first iterations never wait;
+        # a line that cannot be read is a data_error when the load starts.
         for feeder in self.feeders:
             feeder.refill()
         self.out.put(Ready(self.cfg.shard, os.getpid()))

@@ -633,6 +633,8 @@ def test_malformed_line_met_by_a_worker_is_one_clear_message(
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert [s["status"] for s in manifest["shards"]] == ["done", "done"]
     assert [s["stop_reason"] for s in manifest["shards"]] == ["data_error"] * 2
+    assert manifest["status"] == "degraded" and outcome.exit_code == 3
+    assert any("data file could not be read" in p for p in outcome.problems)
     errors = [e for e in events(run_dir) if e["event"] == "data_error"]
     assert len(errors) == 2
     assert all(f"line {line} has 2 fields" in str(e["error"]) for e in errors)
