@@ -8,7 +8,16 @@ and an empty run reads as an empty frame that still has every record column.
 
 Filters (time range, phase, scenario, endpoint) become pyarrow dataset expressions, so
 row groups outside them are skipped using the Parquet statistics instead of being
-read and dropped.
+read and dropped. A number given as a time is epoch seconds, like the manifest's
+``started_at``: ``run.requests(end=run.manifest["started_at"] + 5)`` is the first five
+seconds (see :func:`to_epoch_ns`).
+
+A damaged file is named, never read around silently: a ``manifest.json`` that is not
+a JSON object raises :class:`RunUnreadable`, and a finished part whose Parquet footer
+cannot be read (a file cut short by a crash or a copy that stopped) raises
+:class:`DamagedPart` from every method that reads requests. To read the rest anyway,
+:meth:`Run.check_parts` names the damaged parts and :meth:`Run.without_parts` leaves
+them out; the report does exactly that, and says so (docs/report.md).
 """
 
 from __future__ import annotations
@@ -17,8 +26,9 @@ import datetime as dt
 import itertools
 import json
 import math
+import numbers
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +77,16 @@ RESOURCE_COLUMNS: dict[str, str] = {
 }
 """The columns an empty ``resources()`` frame has; a monitor may write more."""
 
-TimeLike = int | pd.Timestamp | dt.datetime | str
-"""An instant: epoch nanoseconds, a pandas Timestamp, a datetime or an ISO string.
-Naive timestamps are taken as UTC."""
+TimeLike = int | float | pd.Timestamp | dt.datetime | str
+"""An instant: epoch seconds (an int or a float, like the manifest's ``started_at``),
+a pandas Timestamp, a datetime or an ISO string. Naive timestamps are taken as UTC.
+Epoch nanoseconds (the records' ``*_ns`` columns) go in as
+``pd.Timestamp(ns, unit="ns")``; a bare number above :data:`MAX_EPOCH_S` is refused,
+since it can only be nanoseconds."""
+
+MAX_EPOCH_S = 1e11
+"""The largest number :func:`to_epoch_ns` takes as epoch seconds (the year 5138);
+anything larger can only be milli-, micro- or nanoseconds."""
 
 Names = str | Sequence[str]
 
@@ -80,6 +97,61 @@ class RunNotFound(FileNotFoundError):
 
 class DuplicateRun(ValueError):
     """Two runs given to :func:`open_runs` have the same run id."""
+
+
+class RunUnreadable(ValueError):
+    """The run directory's ``manifest.json`` cannot be read or is not a JSON object.
+
+    ``path`` is the manifest; the message says what is wrong with it."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        super().__init__(
+            f"{path} cannot be read: {problem}. The harness writes it whole at the "
+            "start and at the end of a run, so it was damaged afterwards (a copy "
+            "that stopped, a full disk, an edit): restore it from a copy of the run"
+        )
+
+
+class DamagedPart(ValueError):
+    """A finished Parquet part cannot be read (its footer is missing or invalid).
+
+    ``path`` is the part; the message names it, says why, and how to read the rest
+    of the run (:meth:`Run.without_parts`)."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(
+            f"{path} is damaged and cannot be read ({problem}); the other parts "
+            "are intact: leave this one out with run.without_parts(run.check_parts()"
+            ".damaged) to read them, or run `harness report` on the run, which "
+            "skips it and counts its records as missing"
+        )
+
+
+def part_rows(path: Path) -> int:
+    """The rows of one Parquet part, from its footer alone.
+
+    Raises :class:`DamagedPart` when the footer cannot be read."""
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except (pa.ArrowException, OSError) as exc:
+        raise DamagedPart(path, str(exc).strip() or type(exc).__name__) from None
+
+
+@dataclass(frozen=True, slots=True)
+class PartCheck:
+    """What the footers of a run's finished request parts say."""
+
+    rows: dict[Path, int]
+    """Each readable part and its row count."""
+    damaged: dict[Path, str]
+    """Each part whose footer cannot be read, and why."""
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows.values())
 
 
 def finished_parts(folder: Path) -> list[Path]:
@@ -101,11 +173,30 @@ def finished_parts(folder: Path) -> list[Path]:
 
 
 def to_epoch_ns(value: TimeLike) -> int:
-    """An instant as epoch nanoseconds (see :data:`TimeLike`)."""
-    if isinstance(value, bool):
+    """An instant as epoch nanoseconds (see :data:`TimeLike`).
+
+    A number is epoch seconds: ``to_epoch_ns(1767225600.5)`` is half a second past
+    midnight on 2026-01-01. A number larger than :data:`MAX_EPOCH_S` raises
+    ValueError saying how to pass nanoseconds (``pd.Timestamp(ns, unit="ns")``).
+    """
+    if isinstance(value, bool | np.bool_):
         raise TypeError(f"expected a time, got {value!r}")
-    if isinstance(value, int):
-        return value
+    if isinstance(value, numbers.Real):
+        seconds = float(value)
+        if not math.isfinite(seconds):
+            raise ValueError(f"time {value!r} is not a finite number of seconds")
+        if abs(seconds) > MAX_EPOCH_S:
+            raise ValueError(
+                f"time {value!r}: a number is read as epoch seconds (like the "
+                f"manifest's started_at), and this one is too large to be seconds; "
+                f"for epoch nanoseconds pass pd.Timestamp({value!r}, unit='ns')"
+            )
+        if isinstance(value, numbers.Integral):
+            return int(value) * 10**9
+        # Whole seconds and the fraction apart: a float's fraction is exact, so
+        # the result is the float's own instant to the nanosecond.
+        whole = math.floor(seconds)
+        return whole * 10**9 + round((seconds - whole) * 1e9)
     stamp = pd.Timestamp(value)
     if stamp.tzinfo is None:
         stamp = stamp.tz_localize("UTC")
@@ -192,7 +283,10 @@ class PartIndex:
         self.groups: list[RowGroup] = []
         self.names: list[str] = []
         for path in paths:
-            meta = pq.ParquetFile(path).metadata
+            try:
+                meta = pq.ParquetFile(path).metadata
+            except (pa.ArrowException, OSError) as exc:
+                raise DamagedPart(path, str(exc).strip()) from None
             names = meta.schema.to_arrow_schema().names
             self.names += [n for n in names if n not in self.names]
             # Statistics are kept per Parquet leaf column, found by its path.
@@ -291,14 +385,40 @@ class Run:
 
     path: Path
     manifest: dict[str, Any]
+    skipped: frozenset[Path] = field(default_factory=frozenset)
+    """Parts left out of every read (see :meth:`without_parts`)."""
 
     @property
     def run_id(self) -> str:
         return str(self.manifest.get("run_id") or self.path.name)
 
     def request_parts(self) -> list[Path]:
-        """The finished request parts of this run."""
-        return finished_parts(self.path / "requests")
+        """The finished request parts of this run, less any :attr:`skipped`."""
+        parts = finished_parts(self.path / "requests")
+        return [p for p in parts if p not in self.skipped]
+
+    def check_parts(self) -> PartCheck:
+        """Read the footer of every finished request part: its rows, or why it
+        cannot be read. Reads no rows."""
+        rows: dict[Path, int] = {}
+        damaged: dict[Path, str] = {}
+        for path in self.request_parts():
+            try:
+                rows[path] = part_rows(path)
+            except DamagedPart as exc:
+                damaged[path] = exc.problem
+        return PartCheck(rows, damaged)
+
+    def without_parts(self, parts: Iterable[str | Path]) -> Run:
+        """This run with ``parts`` (request or resource parts) left out of every
+        read, for reading around damaged files."""
+        return replace(self, skipped=self.skipped | {Path(p) for p in parts})
+
+    def _damaged(self, exc: Exception) -> Exception:
+        """The :class:`DamagedPart` behind a failed read, or ``exc`` itself when
+        every footer reads."""
+        first = next(iter(self.check_parts().damaged.items()), None)
+        return exc if first is None else DamagedPart(*first)
 
     def part_index(self, key: str = "start_ns") -> PartIndex:
         """The row groups of the finished request parts and their ranges of
@@ -314,7 +434,10 @@ class Run:
         parts = [str(p) for p in self.request_parts()]
         if not parts:
             return ds.dataset([], schema=REQUEST_SCHEMA, format="parquet")
-        return ds.dataset(parts, format="parquet")
+        try:
+            return ds.dataset(parts, format="parquet")
+        except (pa.ArrowException, OSError) as exc:
+            raise self._damaged(exc) from None
 
     def requests_table(
         self,
@@ -336,7 +459,10 @@ class Run:
                     f"the columns are {dataset.schema.names}"
                 )
         where = request_filter(start, end, phase, scenario, endpoint)
-        return dataset.to_table(columns=wanted, filter=where)
+        try:
+            return dataset.to_table(columns=wanted, filter=where)
+        except (pa.ArrowException, OSError) as exc:
+            raise self._damaged(exc) from None
 
     def requests(
         self,
@@ -351,6 +477,11 @@ class Run:
         table = self.requests_table(columns, start, end, phase, scenario, endpoint)
         return table.to_pandas()
 
+    def event_records(self) -> list[dict[str, Any]]:
+        """``events.jsonl`` as it was written, one dict per event (integers stay
+        integers; a line cut short by a crash is skipped)."""
+        return _read_jsonl(self.path / "events.jsonl")
+
     def events(self) -> pd.DataFrame:
         """``events.jsonl`` as a frame: ``time`` (epoch seconds), ``event`` and the
         fields each event has."""
@@ -362,20 +493,33 @@ class Run:
     def resources(self) -> pd.DataFrame:
         """Monitor samples from ``resources/``, or an empty frame when there are
         none (see :data:`RESOURCE_COLUMNS`)."""
-        parts = [str(p) for p in finished_parts(self.path / "resources")]
+        parts = [
+            str(p)
+            for p in finished_parts(self.path / "resources")
+            if p not in self.skipped
+        ]
         if not parts:
             return pd.DataFrame(
                 {name: pd.Series(dtype=kind) for name, kind in RESOURCE_COLUMNS.items()}
             )
         # Parts may differ in columns (a Prometheus metric that appeared later):
         # read them under the union of their schemas so none is dropped.
-        schema = pa.unify_schemas([pq.read_schema(p) for p in parts])
+        schemas = []
+        for part in parts:
+            try:
+                schemas.append(pq.read_schema(part))
+            except (pa.ArrowException, OSError) as exc:
+                raise DamagedPart(Path(part), str(exc).strip()) from None
+        schema = pa.unify_schemas(schemas)
         table = ds.dataset(parts, schema=schema, format="parquet").to_table()
         return table.to_pandas()
 
 
 def open_run(path: str | Path) -> Run:
-    """Open one run directory (``runs/<run-id>``)."""
+    """Open one run directory (``runs/<run-id>``).
+
+    Raises :class:`RunNotFound` when it has no ``manifest.json`` and
+    :class:`RunUnreadable` when that file is not a JSON object."""
     folder = Path(path)
     manifest_path = folder / "manifest.json"
     if not manifest_path.exists():
@@ -388,8 +532,21 @@ def open_run(path: str | Path) -> Run:
             f"{folder} is not a run directory (no manifest.json){hint}; pass the "
             "folder that `harness run` printed, like runs/<run-id>"
         )
-    with open(manifest_path, encoding="utf-8") as fh:
-        manifest = json.load(fh)
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RunUnreadable(manifest_path, f"it is not UTF-8 text ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise RunUnreadable(
+            manifest_path,
+            f"it is not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})",
+        ) from None
+    except OSError as exc:
+        raise RunUnreadable(manifest_path, exc.strerror or str(exc)) from None
+    if not isinstance(manifest, dict):
+        raise RunUnreadable(
+            manifest_path, f"it holds a JSON {type(manifest).__name__}, not an object"
+        )
     return Run(folder, manifest)
 
 

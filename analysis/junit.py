@@ -1,8 +1,12 @@
 """``junit.xml``: a run's verdicts as test cases, for CI systems.
 
-One ``<testsuite>`` per run: a case for the run's status, one per threshold and one
-per SLO entry. A failed threshold is a ``<failure>`` whose message names the
-expression and the observed value; an entry with nothing to judge is ``<skipped>``.
+One ``<testsuite>`` per run: a case for the run's status, one for its records, one
+per threshold and one per SLO entry. The status case fails for any run that did not
+complete (interrupted, still running, lost, degraded, aborted, failed); the records
+case fails when records the manifest lists are missing or damaged
+(``records missing: N listed / M found``). A failed threshold is a ``<failure>``
+whose message names the expression and the observed value; an entry with nothing to
+judge is ``<skipped>``.
 It is rendered from ``summary.json``'s content (see :mod:`analysis.report`).
 """
 
@@ -12,11 +16,12 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
 
-from .page import observed_text
+from .page import observed_text, records_missing_text
 
 
 def render_junit(summary: Mapping[str, Any]) -> str:
-    """One test case per threshold and SLO entry, and one for the run's status.
+    """One test case per threshold and SLO entry, one for the run's status and one
+    for its records (when the summary has a ``records`` block).
 
     A failed threshold is a ``<failure>`` whose message names the expression and
     the observed value; an entry with nothing to judge is ``<skipped>``.
@@ -34,10 +39,30 @@ def render_junit(summary: Mapping[str, Any]) -> str:
 
     status = str(run.get("status"))
     element = case("run", "run status")
-    if status in ("failed", "degraded", "aborted"):
+    if status != "completed":
         failures += 1
-        why = run.get("abort_reason") or f"the run ended {status}"
+        reasons = [
+            str(r)
+            for r in summary.get("incomplete_reasons") or ()
+            if not str(r).startswith("records missing")
+        ]
+        why = (reasons[0] if reasons else "") or run.get("abort_reason")
+        why = why or f"the run did not complete (status {status})"
         ET.SubElement(element, "failure", message=f"status {status}: {why}")
+    records = summary.get("records")
+    if isinstance(records, Mapping):
+        element = case("run", "run records")
+        note = str(records.get("note") or "")
+        if records.get("complete") is False:
+            failures += 1
+            ET.SubElement(
+                element, "failure", message=records_missing_text(records)
+            ).text = note or None
+        elif records.get("complete") is None:
+            skipped += 1
+            ET.SubElement(element, "skipped", message=note or "cannot be told")
+        else:
+            ET.SubElement(element, "system-out").text = note
     for t in summary["thresholds"]:
         element = case("thresholds", f"{t['metric']}: {t['expression']}")
         observed = observed_text(t["observed"])

@@ -1,7 +1,9 @@
 """``index.html``: the report page, one file with its plots inline.
 
 Rendered from ``summary.json``'s content (see :mod:`analysis.report`) and the plots
-as base64 PNG; no script, no external link, every text escaped.
+as base64 PNG; no script, no external link, every text escaped. A run that did not
+complete, or whose records are not all there, says so at the top in amber, under an
+``incomplete: ...`` badge.
 """
 
 from __future__ import annotations
@@ -18,6 +20,20 @@ def observed_text(value: float | None) -> str:
     return f"{value:.6g}"
 
 
+def records_missing_text(block: Mapping[str, Any]) -> str:
+    """``records missing: N listed / M found`` (or the damaged parts when the
+    manifest gives no count)."""
+    listed = block.get("listed_requests")
+    if listed is None:
+        damaged = len(block.get("damaged_parts") or ())
+        return (
+            f"records missing: {damaged} damaged part(s), "
+            f"{block.get('found_requests', 0):,} requests found"
+        )
+    found = block.get("found_requests", 0)
+    return f"records missing: {listed:,} listed / {found:,} found"
+
+
 _CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
        color: #1d2430; margin: 0; background: #f6f7f9; }
@@ -31,6 +47,10 @@ h2 { font-size: 18px; margin: 32px 0 8px; border-bottom: 1px solid #d9dde3;
 .passed { background: #d9f2dd; color: #155d22; }
 .failed { background: #fadcd9; color: #8a1c12; }
 .neutral { background: #e6e9ee; color: #3b4452; }
+.incomplete { background: #fdeec4; color: #744f00; }
+.alert { background: #fdeec4; color: #4a3300; border-left: 4px solid #d49a00;
+         padding: 8px 12px; margin: 8px 0 16px; }
+.alert ul { margin: 4px 0 0; padding-left: 20px; }
 dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px;
            margin: 0; }
 dl.facts dt { color: #556070; } dl.facts dd { margin: 0; }
@@ -54,7 +74,7 @@ def render_html(summary: Mapping[str, Any], images: Sequence[tuple[str, str]]) -
     run = summary["run"]
     e = html.escape
     verdict = summary["verdict"]
-    badge = {"passed": "passed", "failed": "failed"}.get(verdict, "neutral")
+    badge = _badge_kind(verdict)
     title = f"Run {run['run_id']}: {run.get('profile') or ''}"
     parts = [
         "<!DOCTYPE html>",
@@ -65,11 +85,12 @@ def render_html(summary: Mapping[str, Any], images: Sequence[tuple[str, str]]) -
         f"<p class='sub'>{e(str(run.get('target') or ''))} &middot; status "
         f"<strong>{e(str(run.get('status')))}</strong> &middot; "
         f"{e(_duration_text(run.get('duration_s')))}</p>",
-        _facts(run),
+        _incomplete_notice(summary),
+        _facts(run, summary.get("records")),
         _verdict_section(summary),
         _findings_section(summary),
         _endpoint_section(summary),
-        _errors_section(summary),
+        _status_code_section(summary) or _errors_section(summary),
     ]
     if images:
         parts.append("<h2>Plots</h2>")
@@ -100,9 +121,37 @@ def _duration_text(seconds: object) -> str:
     return f"{seconds / 3600:.2f} h"
 
 
-def _facts(run: Mapping[str, Any]) -> str:
+def _badge_kind(verdict: str) -> str:
+    if verdict.startswith("incomplete"):
+        return "incomplete"
+    return {"passed": "passed", "failed": "failed"}.get(verdict, "neutral")
+
+
+def _incomplete_notice(summary: Mapping[str, Any]) -> str:
+    """Why the run cannot pass (its status, missing records), in amber at the top."""
+    reasons = list(summary.get("incomplete_reasons") or ())
+    records = summary.get("records") or {}
+    if not reasons:
+        return ""
+    e = html.escape
+    items = "".join(f"<li>{e(str(r))}</li>" for r in reasons)
+    detail = ""
+    if records.get("complete") is False and records.get("note"):
+        detail = f"<p>{e(str(records['note']))}</p>"
+    return (
+        "<div class='alert'><strong>This run is not complete, so it does not "
+        f"pass:</strong><ul>{items}</ul>{detail}</div>"
+    )
+
+
+def _facts(run: Mapping[str, Any], records: Mapping[str, Any] | None = None) -> str:
     e = html.escape
     counts = run.get("counts") or {}
+    dropped = counts.get("dropped")
+    if dropped is None:
+        # The workers report their drops when they finish.
+        dropped = "not yet known" if run.get("status") == "running" else "-"
+    records_text = (records or {}).get("note")
     rows = [
         ("started", run.get("started_at")),
         ("ended", run.get("ended_at") or "still running or not recorded"),
@@ -111,10 +160,11 @@ def _facts(run: Mapping[str, Any]) -> str:
         ("workers", run.get("workers")),
         ("time scale", run.get("time_scale")),
         ("iterations", counts.get("iterations")),
-        ("arrivals dropped", counts.get("dropped")),
+        ("arrivals dropped", dropped),
         ("requests cut short", counts.get("cancelled")),
         ("measured, not written (disk full)", counts.get("unsaved")),
         ("stopped early because", run.get("abort_reason")),
+        ("records", records_text),
         ("run folder", run.get("path")),
     ]
     items = "".join(
@@ -123,6 +173,44 @@ def _facts(run: Mapping[str, Any]) -> str:
         if value not in (None, "", 0) or name == "arrivals dropped"
     )
     return f"<dl class='facts'>{items}</dl>"
+
+
+def _status_code_section(summary: Mapping[str, Any]) -> str:
+    """Per endpoint, requests by HTTP status (0 is no response) and errors by kind;
+    empty for a summary without status counts (the plain errors table stands in)."""
+    rows = list(summary["endpoints"])
+    if summary.get("totals"):
+        rows.append(summary["totals"])
+    if not any(r.get("statuses") for r in rows):
+        return ""
+    e = html.escape
+    codes = sorted({int(c) for r in rows for c in r.get("statuses") or {}})
+    kinds = sorted({k for r in rows for k in r.get("errors_by_kind") or {}})
+    head = "".join(
+        f"<th>{'no response' if code == 0 else code}</th>" for code in codes
+    ) + "".join(f"<th>error: {e(k)}</th>" for k in kinds)
+    body = []
+    for r in rows:
+        total = r["method"] == "ALL"
+        name = "all endpoints" if total else f"{r['method']} {r['endpoint']}"
+        statuses = r.get("statuses") or {}
+        errors = r.get("errors_by_kind") or {}
+        body.append(
+            f"<tr{' class=total' if total else ''}><td class='name'>{e(name)}</td>"
+            + "".join(_cell(statuses.get(str(code))) for code in codes)
+            + "".join(_cell(errors.get(k)) for k in kinds)
+            + "</tr>"
+        )
+    return (
+        "<h2>Status codes and errors</h2><table><thead><tr>"
+        "<th class='name'>endpoint</th>"
+        + head
+        + "</tr></thead><tbody>"
+        + "".join(body)
+        + "</tbody></table><p class='note'>Requests per HTTP status (no response: "
+        "the connection failed, timed out or was cut short) and failed requests per "
+        "error kind; a check can fail a request whatever its status.</p>"
+    )
 
 
 def _status_badge(status: str) -> str:

@@ -13,7 +13,16 @@ everything it found in a :class:`Report`:
    latency bins are log-spaced between the run's fastest and slowest request);
 3. the thresholds and SLOs declared in the manifest, judged on the records
    (:mod:`analysis.thresholds`, :mod:`analysis.slo`);
-4. the monitor's samples, when ``resources/`` holds some.
+4. the monitor's samples, when ``resources/`` holds some;
+5. the records themselves against the manifest: the parts and the request count
+   it lists against what is on disk (:func:`records_check`), and the run's
+   status, so that a run with records missing, or one that did not complete, is
+   never reported as passed (:func:`fails_check`);
+6. the status codes per endpoint, in one more streaming pass.
+
+A finished part whose Parquet footer cannot be read is skipped with a warning
+naming it; the report is made from the intact parts and counts the damaged one's
+records as missing.
 
 :func:`write_report` then writes three files. ``summary.json`` holds every figure
 the HTML shows (the tables, the verdicts, and the window series the plots draw), so
@@ -35,6 +44,9 @@ import io
 import json
 import logging
 import math
+import os
+import socket
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,9 +60,9 @@ import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
 from . import __version__, detect, plots, windows
-from .dataset import Run, open_run
+from .dataset import DamagedPart, PartCheck, Run, finished_parts, open_run, part_rows
 from .junit import render_junit
-from .page import render_html
+from .page import records_missing_text, render_html
 from .slo import SloVerdict, evaluate_slos, parse_slos
 from .thresholds import Verdict, evaluate
 
@@ -92,6 +104,19 @@ def _batches(run: Run, columns: list[str]) -> Iterator[pa.RecordBatch]:
 
 class ReportError(ValueError):
     """The report cannot be made; the message says why and what to do."""
+
+
+class ReportWriteError(ReportError):
+    """The report's folder cannot be created or written to."""
+
+    def __init__(self, folder: Path, exc: OSError) -> None:
+        self.folder = folder
+        why = exc.strerror or str(exc)
+        where = f" ({exc.filename})" if exc.filename else ""
+        super().__init__(
+            f"cannot write the report into {folder}: {why}{where}; choose another "
+            "--out (a folder you can write to)"
+        )
 
 
 def window_length_s(span_s: float) -> int:
@@ -136,9 +161,26 @@ class ReportFiles:
 
 
 def build_report(source: Run | str | Path, *, every: str | None = None) -> Report:
-    """Compute the report of a run (finished, or still being written)."""
+    """Compute the report of a run (finished, or still being written).
+
+    Damaged parts (a Parquet footer that cannot be read) are left out with a
+    warning; ``summary["records"]`` says what the manifest lists, what was found
+    and what is missing (:func:`records_check`)."""
     run = source if isinstance(source, Run) else open_run(source)
     manifest = run.manifest
+    parts = run.check_parts()
+    for path, problem in parts.damaged.items():
+        log.warning(
+            "skipping damaged part %s (%s); the report is made from the other parts "
+            "and counts its records as missing",
+            path,
+            problem,
+        )
+    damaged_samples = _damaged_resource_parts(run)
+    if parts.damaged or damaged_samples:
+        run = run.without_parts([*parts.damaged, *damaged_samples])
+    status = run_status(manifest)
+    records = records_check(run, parts, status)
     bounds = _Bounds.of(run)
     run_start_ns = _run_start_ns(manifest, bounds.first_start_ns)
     run_end_ns = _run_end_ns(manifest, bounds.last_end_ns, run_start_ns)
@@ -166,7 +208,7 @@ def build_report(source: Run | str | Path, *, every: str | None = None) -> Repor
     target_res, harness_res = _resource_series(resources)
     findings = _findings(run, every_text)
 
-    endpoints = _endpoint_rows(whole)
+    endpoints = _endpoint_rows(whole, _status_counts(run))
     order = [
         f"{r['method']} {r['endpoint']}" for r in endpoints if r["method"] != "ALL"
     ]
@@ -175,8 +217,10 @@ def build_report(source: Run | str | Path, *, every: str | None = None) -> Repor
         "format_version": FORMAT_VERSION,
         "generated_at": _iso(dt.datetime.now(dt.UTC).timestamp()),
         "generated_by": f"analysis {__version__}",
-        "run": _run_block(run, run_start_ns, run_end_ns),
-        "verdict": _verdict(threshold_verdicts, slo_verdicts),
+        "run": _run_block(run, run_start_ns, run_end_ns, status),
+        "verdict": _verdict(threshold_verdicts, slo_verdicts, status, records),
+        "incomplete_reasons": _incomplete_reasons(run, status, records),
+        "records": records,
         "thresholds": [_threshold_json(v) for v in threshold_verdicts],
         "slos": [_slo_json(v) for v in slo_verdicts],
         "findings": findings,
@@ -278,6 +322,222 @@ def _findings(run: Run, every: str) -> dict[str, dict[str, Any]]:
                 "explanation": f"the {name} detector failed: {exc}",
             }
     return out
+
+
+# -- records and status -----------------------------------------------------------
+
+
+def run_status(manifest: Mapping[str, Any]) -> str | None:
+    """The run's status as the manifest gives it, except that a run whose manifest
+    says ``running`` while its coordinator process is gone (on this host) is
+    ``lost``: it stopped without recording its end."""
+    status = manifest.get("status")
+    if not isinstance(status, str) or not status:
+        return None
+    if status == "running" and _coordinator_gone(manifest):
+        return "lost"
+    return status
+
+
+def _coordinator_gone(manifest: Mapping[str, Any]) -> bool:
+    """True when the manifest's coordinator pid names no process on this host.
+
+    A run folder copied from another host, or a pid now taken by another process,
+    reads as still running: the report then says ``running``, which does not pass
+    either."""
+    pid = manifest.get("coordinator_pid")
+    host = (manifest.get("host") or {}).get("hostname")
+    if not isinstance(pid, int) or pid <= 0 or host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _damaged_resource_parts(run: Run) -> list[Path]:
+    """Monitor parts whose footer cannot be read, each logged as skipped."""
+    damaged = []
+    for path in finished_parts(run.path / "resources"):
+        try:
+            part_rows(path)
+        except DamagedPart as exc:
+            log.warning("skipping damaged resource samples %s (%s)", path, exc.problem)
+            damaged.append(path)
+    return damaged
+
+
+def records_check(run: Run, parts: PartCheck, status: str | None) -> dict[str, Any]:
+    """What the manifest says was written against what is on disk.
+
+    A run that ended lists each worker's parts and rows (``shards[].parts``,
+    ``shards[].rows``) and the total (``counts.requests``); every listed part must be
+    there and readable, and hold those rows. ``complete`` is False when a listed
+    part is missing, a part is damaged (skipped; its rows count as missing) or rows
+    are short; None when the manifest cannot tell (a run still being written, whose
+    parts in progress are expected to be absent, or a manifest that lists nothing).
+    Parts not listed (those of a worker that was lost) are read, not judged.
+    """
+    manifest = run.manifest
+    found_rows = {_relative(run, p): n for p, n in parts.rows.items()}
+    damaged = {_relative(run, p): why for p, why in parts.damaged.items()}
+    shards = [s for s in manifest.get("shards") or () if isinstance(s, dict)]
+    listing = [s for s in shards if isinstance(s.get("parts"), list)]
+    counts = manifest.get("counts") or {}
+    expected = counts.get("requests") if isinstance(counts, dict) else None
+    if not isinstance(expected, int) or isinstance(expected, bool):
+        expected = None
+    listed_parts: list[str] | None = None
+    if listing:
+        listed_parts = [str(p) for s in listing for p in s["parts"]]
+        if expected is None and all(isinstance(s.get("rows"), int) for s in listing):
+            expected = sum(int(s["rows"]) for s in listing)
+        found = sum(found_rows.get(p, 0) for p in listed_parts)
+    else:
+        found = parts.total_rows
+    missing_parts = [
+        p for p in listed_parts or () if p not in found_rows and p not in damaged
+    ]
+    missing_rows = None if expected is None else max(0, expected - found)
+    complete: bool | None
+    if damaged or missing_parts or missing_rows:
+        complete = False
+    elif listed_parts is None and (expected is None or status in ("running", "lost")):
+        complete = None
+    else:
+        complete = True
+    block: dict[str, Any] = {
+        "complete": complete,
+        "listed_requests": expected,
+        "found_requests": found,
+        "missing_requests": missing_rows,
+        "read_requests": parts.total_rows,
+        "listed_parts": None if listed_parts is None else len(listed_parts),
+        "found_parts": len(parts.rows),
+        "missing_parts": missing_parts,
+        "damaged_parts": [{"part": p, "problem": why} for p, why in damaged.items()],
+    }
+    block["note"] = _records_note(block, status)
+    return block
+
+
+def _relative(run: Run, path: Path) -> str:
+    try:
+        return path.relative_to(run.path).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _records_note(block: Mapping[str, Any], status: str | None) -> str:
+    complete = block["complete"]
+    if complete is None:
+        if status in ("running", "lost"):
+            return (
+                "The run has not recorded its end, so its manifest lists no parts "
+                "yet: the report uses the finished parts found "
+                f"({block['read_requests']:,} requests) and cannot tell what is "
+                "missing."
+            )
+        return (
+            "The manifest lists no parts and no request count, so whether records "
+            "are missing cannot be told; the report uses the "
+            f"{block['read_requests']:,} requests found."
+        )
+    if complete:
+        return (
+            f"All {block['found_requests']:,} requests the manifest lists were found "
+            f"in {block['found_parts']} part(s)."
+        )
+    listed, found = block["listed_requests"], block["found_requests"]
+    if listed is None:
+        text = "Records are missing (the manifest gives no request count)."
+    else:
+        text = (
+            f"The manifest lists {listed:,} requests; {found:,} were found "
+            f"({block['missing_requests']:,} missing)."
+        )
+    if block["missing_parts"]:
+        text += (
+            f" {len(block['missing_parts'])} part(s) listed in the manifest are not "
+            f"on disk: {', '.join(block['missing_parts'])}."
+        )
+    if block["damaged_parts"]:
+        names = ", ".join(d["part"] for d in block["damaged_parts"])
+        text += f" Damaged part(s) skipped: {names}."
+    text += (
+        f" Every figure here rests on the {block['read_requests']:,} requests that "
+        "could be read."
+    )
+    return text
+
+
+_STATUS_REASONS = {
+    "interrupted": "the run was interrupted before its end (Ctrl-C, SIGTERM or a "
+    "hang-up)",
+    "running": "the run is still going (or its coordinator cannot be checked from "
+    "here): this report covers the parts finished so far",
+    "lost": "the manifest says running, but its coordinator process is gone: the run "
+    "stopped without recording its end",
+    "failed": "the run failed",
+}
+
+
+def _incomplete_reasons(
+    run: Run, status: str | None, records: Mapping[str, Any]
+) -> list[str]:
+    """Why the run cannot pass whatever its thresholds say: its status and
+    missing records, one sentence each."""
+    reasons = []
+    manifest = run.manifest
+    if status is None:
+        reasons.append("manifest.json records no status for the run")
+    elif status == "degraded":
+        lost = [
+            s.get("worker")
+            for s in manifest.get("shards") or ()
+            if isinstance(s, dict) and s.get("status") == "lost"
+        ]
+        why = "the run ended degraded"
+        if lost:
+            why += f": worker(s) {', '.join(str(w) for w in lost)} lost"
+        stop = manifest.get("stop_reason")
+        if stop in ("overrun", "disk_low"):
+            why += f" (stopped itself: {stop})"
+        reasons.append(why)
+    elif status == "aborted":
+        reasons.append(
+            f"the run was aborted: {manifest.get('abort_reason') or 'by a threshold'}"
+        )
+    elif status != "completed":
+        reasons.append(_STATUS_REASONS.get(status, f"the run ended {status}"))
+    if records.get("complete") is False:
+        reasons.append(records_missing_text(records))
+    return reasons
+
+
+def fails_check(summary: Mapping[str, Any]) -> bool:
+    """True when ``harness report --check`` exits 1: a threshold or SLO entry
+    failed, or the run did not complete, or records are missing."""
+    verdict = str(summary.get("verdict"))
+    return verdict == "failed" or verdict.startswith("incomplete")
+
+
+def _status_counts(run: Run) -> dict[tuple[str, str], Counter[int]]:
+    """Requests per (method, endpoint) and HTTP status (0: no response), in one
+    streaming pass over three columns."""
+    counts: dict[tuple[str, str], Counter[int]] = {}
+    keys = ["method", "endpoint", "status"]
+    for batch in _batches(run, keys):
+        if batch.num_rows == 0:
+            continue
+        grouped = pa.Table.from_batches([batch]).group_by(keys)
+        for row in grouped.aggregate([([], "count_all")]).to_pylist():
+            key = (str(row["method"]), str(row["endpoint"]))
+            counts.setdefault(key, Counter())[int(row["status"])] += row["count_all"]
+    return counts
 
 
 def table_has_rows(frame: pd.DataFrame) -> bool:
@@ -519,8 +779,17 @@ _ENDPOINT_FIELDS = {
 }
 
 
-def _endpoint_rows(whole: pd.DataFrame) -> list[dict[str, Any]]:
+def _status_json(counts: Counter[int]) -> dict[str, int]:
+    return {str(code): int(counts[code]) for code in sorted(counts)}
+
+
+def _endpoint_rows(
+    whole: pd.DataFrame, statuses: Mapping[tuple[str, str], Counter[int]]
+) -> list[dict[str, Any]]:
     rows = []
+    every: Counter[int] = Counter()
+    for counts in statuses.values():
+        every.update(counts)
     ordered = whole.copy()
     ordered["_total"] = ordered["method"].isna()
     ordered = ordered.sort_values(["_total", "requests"], ascending=[True, False])
@@ -542,6 +811,10 @@ def _endpoint_rows(whole: pd.DataFrame) -> list[dict[str, Any]]:
             for c in whole.columns
             if c.startswith("errors_") and int(row[c]) > 0
         }
+        key = (out["method"], out["endpoint"])
+        out["statuses"] = _status_json(
+            every if row["_total"] else statuses.get(key, Counter())
+        )
         rows.append(out)
     return rows
 
@@ -595,13 +868,15 @@ def _window_rows(
     return records
 
 
-def _run_block(run: Run, start_ns: int, end_ns: int) -> dict[str, Any]:
+def _run_block(
+    run: Run, start_ns: int, end_ns: int, status: str | None
+) -> dict[str, Any]:
     m = run.manifest
     profile = m.get("profile", {})
     block: dict[str, Any] = {
         "run_id": run.run_id,
         "path": str(run.path),
-        "status": m.get("status"),
+        "status": status,
         "profile": profile.get("name"),
         "profile_file": profile.get("source_file"),
         "target": profile.get("target"),
@@ -642,32 +917,44 @@ def _slo_json(v: SloVerdict) -> dict[str, Any]:
     }
 
 
-def _verdict(thresholds: Sequence[Verdict], slos: Sequence[SloVerdict]) -> str:
+def _verdict(
+    thresholds: Sequence[Verdict],
+    slos: Sequence[SloVerdict],
+    status: str | None,
+    records: Mapping[str, Any],
+) -> str:
+    """``failed`` when a threshold or SLO entry failed or the run failed or was
+    aborted; else ``incomplete: <status>`` for a run that did not complete and
+    ``incomplete: records missing``; else what the thresholds say."""
     judged = [v.passed for v in thresholds] + [v.passed for v in slos]
-    if any(p is False for p in judged):
+    if any(p is False for p in judged) or status in ("failed", "aborted"):
         return "failed"
+    if status != "completed":
+        return f"incomplete: {status or 'status unknown'}"
+    if records.get("complete") is False:
+        return "incomplete: records missing"
     if any(p is True for p in judged):
         return "passed"
     return "none declared" if not judged else "not judged"
 
 
 def _notable_events(run: Run) -> list[dict[str, Any]]:
-    frame = run.events()
-    if frame.empty or "event" not in frame:
-        return []
+    """The events worth a line on the page, each as written in ``events.jsonl``
+    (so integers stay integers) with its time in ISO 8601."""
     out = []
-    for record in frame.to_dict("records"):
+    for record in run.event_records():
         kind = record.get("event")
         if kind not in _NOTABLE_EVENTS:
             continue
         if kind == "worker_exit" and record.get("exit_code") in (0, None):
             continue
         clean: dict[str, Any] = {
-            str(k): _num(v) if isinstance(v, float | int | np.number) else v
+            str(k): _num(v) if isinstance(v, float) else v
             for k, v in record.items()
             if not (isinstance(v, float) and math.isnan(v))
         }
-        clean["time"] = _iso(record["time"])
+        time = record.get("time")
+        clean["time"] = _iso(time) if isinstance(time, int | float) else None
         out.append(clean)
     return out
 
@@ -683,22 +970,32 @@ def write_report(
 ) -> ReportFiles:
     """Build the report of a run and write it to ``out_dir`` (default
     ``<run>/report/``). Returns the paths written."""
-    report = build_report(source, every=every)
-    folder = Path(out_dir) if out_dir is not None else report.run.path / "report"
-    folder.mkdir(parents=True, exist_ok=True)
-    images: list[tuple[str, str]] = []
-    for stem, caption, figure in report.figures:
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=plots.DPI)
-        data = buffer.getvalue()
-        (folder / f"{stem}.png").write_bytes(data)
-        images.append((caption, base64.b64encode(data).decode("ascii")))
-    summary_path = folder / "summary.json"
-    _write_text(summary_path, json.dumps(report.summary, indent=1, allow_nan=False))
-    html_path = folder / "index.html"
-    _write_text(html_path, render_html(report.summary, images))
-    junit_path = folder / "junit.xml"
-    _write_text(junit_path, render_junit(report.summary))
+    run = source if isinstance(source, Run) else open_run(source)
+    folder = Path(out_dir) if out_dir is not None else run.path / "report"
+    # The folder is made before the figures, so a folder that cannot be written
+    # is said at once rather than after reading the whole run.
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportWriteError(folder, exc) from None
+    report = build_report(run, every=every)
+    try:
+        images: list[tuple[str, str]] = []
+        for stem, caption, figure in report.figures:
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format="png", dpi=plots.DPI)
+            data = buffer.getvalue()
+            (folder / f"{stem}.png").write_bytes(data)
+            images.append((caption, base64.b64encode(data).decode("ascii")))
+        summary_path = folder / "summary.json"
+        summary_text = json.dumps(report.summary, indent=1, allow_nan=False)
+        _write_text(summary_path, summary_text)
+        html_path = folder / "index.html"
+        _write_text(html_path, render_html(report.summary, images))
+        junit_path = folder / "junit.xml"
+        _write_text(junit_path, render_junit(report.summary))
+    except OSError as exc:
+        raise ReportWriteError(folder, exc) from None
     return ReportFiles(folder, html_path, summary_path, junit_path)
 
 

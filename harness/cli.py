@@ -5,9 +5,9 @@ Exit codes (the same for every command):
 * 0 - the run completed (and, where thresholds are set, they passed);
 * 1 - thresholds failed;
 * 2 - bad input: a profile or an option is invalid, nothing was started;
-* 3 - run error: the run could not be carried out, a worker was lost or the disk
-  ran low (``degraded``: the load was not what the profile asked for), or a
-  record, event or the manifest could not be written;
+* 3 - run error: the run could not be carried out, a worker was lost or stopped on
+  an unreadable data line, or the disk ran low (``degraded``: the load was not what
+  the profile asked for), or a record, event or the manifest could not be written;
 * 130 - interrupted by Ctrl-C, SIGTERM or a hang-up (everything measured until then
   is on disk).
 """
@@ -448,32 +448,41 @@ def demo(workers: int, time_scale: float, out: Path, run_id: str | None) -> None
 @click.option(
     "--check",
     is_flag=True,
-    help="Exit 1 when a threshold or SLO of the run's profile failed.",
+    help="Exit 1 unless the run passed: a threshold or SLO failed, the run did not "
+    "complete, or records are missing.",
 )
 def report(run_dir: Path, out: Path | None, every: str | None, check: bool) -> None:
     """Write RUN's report: report/index.html, summary.json and junit.xml.
 
-    Works on a run that is still going (its finished Parquet parts)."""
-    from analysis.dataset import RunNotFound, open_run
-    from analysis.report import ReportError, iter_failures, write_report
+    Works on a run that is still going (its finished Parquet parts). Damaged parts
+    are skipped with a warning and counted as missing records. With --check, exit 1
+    when a threshold or SLO failed, the run did not complete, or records are
+    missing."""
+    from analysis.dataset import RunNotFound, RunUnreadable, open_run
+    from analysis.report import ReportError, fails_check, iter_failures, write_report
     from analysis.windows import WindowSpecError
 
     try:
         run = open_run(run_dir)
         files = write_report(run, out, every=every)
-    except RunNotFound as exc:
+    except (RunNotFound, RunUnreadable) as exc:
         raise UsageError(str(exc)) from None
     except (ReportError, WindowSpecError) as exc:
         raise UsageError(str(exc)) from None
     summary = json.loads(files.summary_json.read_text("utf-8"))
     _print_findings(files.summary_json)
+    records = summary.get("records") or {}
+    if records.get("note"):
+        click.echo(f"records: {records['note']}")
     click.echo(f"report: {files.html}")
     click.echo(f"summary: {files.summary_json}")
     click.echo(f"junit: {files.junit_xml}")
     click.echo(f"verdict: {summary['verdict']}")
     for line in iter_failures(summary):
         click.echo(f"failed: {line}")
-    if check and summary["verdict"] == "failed":
+    for reason in summary.get("incomplete_reasons") or ():
+        click.echo(f"incomplete: {reason}")
+    if check and fails_check(summary):
         sys.exit(EXIT_THRESHOLDS_FAILED)
 
 

@@ -21,13 +21,16 @@ from analysis import Run, RunNotFound, open_run, open_runs
 from analysis.dataset import (
     REQUEST_SCHEMA,
     RESOURCE_COLUMNS,
+    DamagedPart,
     DuplicateRun,
     PartIndex,
+    RunUnreadable,
     to_epoch_ns,
 )
 from harness.record import SCHEMA, PartWriter
 
-T0_NS = 1_767_225_600 * 10**9  # 2026-01-01 00:00:00 UTC
+T0_S = 1_767_225_600  # 2026-01-01 00:00:00 UTC
+T0_NS = T0_S * 10**9
 ENDPOINTS = ("/api/a", "/api/b/{id}", "/healthz")
 ERROR_KINDS = ("status", "reset", "read_timeout")
 
@@ -154,7 +157,12 @@ def test_open_run_on_a_folder_without_manifest_says_what_to_pass(
 def test_requests_filters_select_the_same_rows_as_pandas(run: Run) -> None:
     df = run.requests()
     start, end = T0_NS + 5 * 10**9, T0_NS + 12 * 10**9
-    got = run.requests(start=start, end=end, endpoint="/api/a", phase="steady")
+    got = run.requests(
+        start=pd.Timestamp(start, unit="ns"),
+        end=pd.Timestamp(end, unit="ns"),
+        endpoint="/api/a",
+        phase="steady",
+    )
     want = df[
         (df["start_ns"] >= start)
         & (df["start_ns"] < end)
@@ -173,13 +181,40 @@ def test_requests_filters_select_the_same_rows_as_pandas(run: Run) -> None:
     assert list(several.columns) == ["endpoint"]
 
 
-def test_requests_accept_timestamps_as_well_as_epoch_ns(run: Run) -> None:
+def test_requests_accept_timestamps_as_well_as_epoch_seconds(run: Run) -> None:
     stamp = pd.Timestamp("2026-01-01 00:00:05", tz="UTC")
     by_stamp = run.requests_table(["start_ns"], start=stamp)
-    by_ns = run.requests_table(["start_ns"], start=T0_NS + 5 * 10**9)
+    by_ns = run.requests_table(["start_ns"], start=pd.Timestamp(T0_NS + 5 * 10**9))
+    by_s = run.requests_table(["start_ns"], start=T0_S + 5)
+    by_float = run.requests_table(["start_ns"], start=T0_S + 5.0)
     naive = run.requests_table(["start_ns"], start="2026-01-01T00:00:05")
     assert by_stamp.num_rows == by_ns.num_rows == naive.num_rows > 0
+    assert by_s.num_rows == by_float.num_rows == by_stamp.num_rows
     assert to_epoch_ns(stamp) == T0_NS + 5 * 10**9
+
+
+def test_a_number_is_epoch_seconds_like_the_manifests_started_at(run: Run) -> None:
+    starts = run.requests(["start_ns"])["start_ns"]
+    # The first five and a half seconds of the run, as a notebook would ask.
+    got = run.requests(["start_ns"], start=T0_S, end=T0_S + 5.5)
+    want = starts[(starts >= T0_NS) & (starts < T0_NS + 5_500_000_000)]
+    assert len(got) == len(want) > 0
+    assert to_epoch_ns(T0_S) == T0_NS
+    assert to_epoch_ns(np.int64(T0_S)) == T0_NS
+    assert to_epoch_ns(T0_S + 0.25) == T0_NS + 250_000_000
+
+
+def test_a_number_too_large_for_seconds_is_refused_with_the_way_to_pass_ns(
+    run: Run,
+) -> None:
+    with pytest.raises(ValueError, match=r"epoch seconds.*unit='ns'"):
+        run.requests(start=T0_NS)
+    with pytest.raises(ValueError, match=r"too large to be seconds"):
+        to_epoch_ns(T0_S * 1000)  # milliseconds
+    with pytest.raises(ValueError, match="finite"):
+        to_epoch_ns(float("nan"))
+    with pytest.raises(TypeError):
+        to_epoch_ns(True)
 
 
 def test_requests_with_an_unknown_column_name_the_columns(run: Run) -> None:
@@ -207,11 +242,71 @@ def test_an_empty_run_reads_as_an_empty_frame_with_every_column(
     assert df.empty
     assert list(df.columns) == list(SCHEMA.names)
     assert str(df["start_ns"].dtype) == "int64"
-    assert run.requests(endpoint="/x", start=T0_NS).empty
+    assert run.requests(endpoint="/x", start=T0_S).empty
     (folder / "requests" / "worker-0").mkdir(parents=True)
     assert list(run.requests().columns) == list(SCHEMA.names)
     assert list(run.events().columns) == ["time", "event"]
     assert list(run.resources().columns) == list(RESOURCE_COLUMNS)
+
+
+def test_a_damaged_manifest_is_named_with_what_is_wrong(tmp_path: Path) -> None:
+    folder = tmp_path / "r"
+    folder.mkdir()
+    manifest = folder / "manifest.json"
+    manifest.write_text("{not json\n")
+    with pytest.raises(
+        RunUnreadable, match=r"manifest\.json cannot be read: it is not JSON"
+    ):
+        open_run(folder)
+    manifest.write_text("[1, 2]")
+    with pytest.raises(RunUnreadable, match=r"JSON list, not an object") as caught:
+        open_run(folder)
+    assert caught.value.path == manifest
+    manifest.write_bytes(b"\xff\xfe{}")
+    with pytest.raises(RunUnreadable, match="not UTF-8"):
+        open_run(folder)
+
+
+def _cut_in_half(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_a_damaged_part_is_named_and_the_rest_can_be_read(run: Run) -> None:
+    parts = run.request_parts()
+    damaged = parts[-1]
+    lost_rows = pq.ParquetFile(damaged).metadata.num_rows
+    _cut_in_half(damaged)
+    for read in (run.requests, run.requests_table, run.part_index):
+        with pytest.raises(DamagedPart, match="without_parts") as caught:
+            read()
+        assert caught.value.path == damaged
+        assert str(damaged) in str(caught.value)
+    check = run.check_parts()
+    assert list(check.damaged) == [damaged]
+    assert check.total_rows == 5_000 - lost_rows
+    rest = run.without_parts(check.damaged)
+    assert len(rest.requests()) == rest.part_index().rows == 5_000 - lost_rows
+    assert damaged not in rest.request_parts()
+
+
+def test_a_damaged_resource_part_is_named(run: Run) -> None:
+    folder = run.path / "resources"
+    folder.mkdir()
+    part = folder / "part-000001.parquet"
+    pq.write_table(pa.table({"time_ns": [T0_NS], "source": ["target"]}), part)
+    _cut_in_half(part)
+    with pytest.raises(DamagedPart, match="part-000001"):
+        run.resources()
+    assert run.without_parts([part]).resources().empty
+
+
+def test_event_records_keep_integers_as_written(run: Run) -> None:
+    with open(run.path / "events.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"time": 3.5, "event": "worker_exit", "worker": 1}) + "\n")
+    records = run.event_records()
+    assert records[-1] == {"time": 3.5, "event": "worker_exit", "worker": 1}
+    assert isinstance(records[-1]["worker"], int)
 
 
 def test_events_skip_a_line_cut_short_by_a_crash(run: Run) -> None:
