@@ -2,7 +2,8 @@
 
 This package never imports ``harness``: a notebook needs only ``analysis`` and pandas.
 
-``open_run``, ``open_runs``, ``Run`` and ``RunSet`` are importable from here; they
+``open_run``, ``open_runs``, ``Run``, ``RunSet`` and the errors they raise
+(``RunNotFound``, ``RunUnreadable``, ``DamagedPart``) are importable from here; they
 are loaded on first use, so that importing a light submodule (the threshold parser,
 which worker processes use) does not pay for pandas and pyarrow.
 """
@@ -13,11 +14,27 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .dataset import Run, RunNotFound, RunSet, open_run, open_runs
+    from .dataset import (
+        DamagedPart,
+        Run,
+        RunNotFound,
+        RunSet,
+        RunUnreadable,
+        open_run,
+        open_runs,
+    )
 
 __version__ = "0.1.0"
 
-__all__ = ["Run", "RunNotFound", "RunSet", "open_run", "open_runs"]
+__all__ = [
+    "DamagedPart",
+    "Run",
+    "RunNotFound",
+    "RunSet",
+    "RunUnreadable",
+    "open_run",
+    "open_runs",
+]
 
 
 def __getattr__(name: str) -> Any:

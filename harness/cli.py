@@ -350,6 +350,10 @@ def _write_report(run: Run) -> None:
         )
         return
     _print_findings(files.summary_json)
+    summary = json.loads(files.summary_json.read_text("utf-8"))
+    records = summary.get("records") or {}
+    if records.get("note") and records.get("complete") is False:
+        click.echo(f"records: {records['note']}")
     click.echo(f"report: {files.html}")
 
 

@@ -460,13 +460,17 @@ def results(
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from analysis.dataset import open_run
+    from analysis.dataset import DamagedPart, RunUnreadable, open_run
 
     run_dir = resolve(run, out)
-    handle = open_run(run_dir)
-    table = handle.requests_table(
-        columns=["scenario", "error", "start_ns", "latency_ns"]
-    )
+    try:
+        handle = open_run(run_dir)
+        table = handle.requests_table(
+            columns=["scenario", "error", "start_ns", "latency_ns"]
+        )
+    except (RunUnreadable, DamagedPart) as exc:
+        # A damaged manifest or part: say which file, as harness report does.
+        raise UsageError(str(exc)) from None
     now = status(run_dir, out)
     out_dict: dict[str, Any] = {"run": now.as_dict()}
     start = table.column("start_ns").to_numpy()
