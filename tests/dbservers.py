@@ -2,7 +2,8 @@
 
 Each server is private to the test session that starts it: its own data folder under
 the system temporary folder, a free port on 127.0.0.1, and nothing written to disk
-that has to survive (no fsync, no snapshots). PostgreSQL refuses to run as root, so
+that has to survive (no fsync, no snapshots), and no autovacuum (whose workers
+would add commits to the counts the tests check). PostgreSQL refuses to run as root, so
 as root its folder is given to the ``postgres`` user the Debian package creates and
 ``initdb`` and ``postgres`` run as that user (``subprocess`` switches user itself,
 so the pid the tests hold is the server's own).
@@ -186,6 +187,10 @@ def run_postgres(port: int = 0) -> Iterator[PostgresServer]:
                     "shared_buffers=16MB",
                     "-c",
                     "max_connections=30",
+                    # No background transactions in the tests' databases: the
+                    # commit counts they check are their own.
+                    "-c",
+                    "autovacuum=off",
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,

@@ -27,12 +27,13 @@ from analysis.dataset import open_run
 from analysis.slo import evaluate_slos
 from harness.coordinator import Coordinator, RunOptions, RunOutcome
 from harness.demo.process import DemoTarget
-from harness.errors import ProfileError
+from harness.errors import ProfileError, TargetError
 from harness.monitor.writer import ResourceWriter
 from harness.profile.load import load_profile_text
 from harness.profile.model import Profile
 
-from .test_monitor_process import SPAWNER, free_port, missing_pid
+from .servers import wait_for_port
+from .test_monitor_process import PREFORK, SPAWNER, free_port, missing_pid
 
 pytestmark = pytest.mark.slow
 
@@ -232,6 +233,102 @@ def test_command_target_is_started_sampled_with_its_children_and_stopped(
     kinds = [e["event"] for e in events(outcome.run_dir)]
     assert "target_stopped" in kinds and "target_exit" not in kinds
     assert (outcome.run_dir / "target.log").exists()
+
+
+def test_prefork_server_found_by_port_is_its_master_and_worker_turnover_is_quiet(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    script = tmp_path / "prefork.py"
+    script.write_text(PREFORK)
+    # 2 workers, each replaced after 15 requests: about 6 replacements in the run.
+    server = subprocess.Popen(
+        [sys.executable, str(script), str(port), "2", "15"], start_new_session=True
+    )
+    try:
+        wait_for_port(port)
+        profile = make_profile(
+            f"http://127.0.0.1:{port}",
+            duration_s=2,
+            rate=50,
+            path="/",
+            extra="monitor: {interval: 0.25s}",
+        )
+        outcome = run(profile, tmp_path)
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+    assert outcome.status == "completed"
+    described = json.loads((outcome.run_dir / "manifest.json").read_text())
+    target = described["monitor"]["target"]
+    assert target["auto"] is True and target["pid"] == server.pid
+    assert (target["exits"], target["restarts"]) == (0, 0)
+    kinds = {e["event"] for e in events(outcome.run_dir)}
+    assert not kinds & {"target_exit", "target_restart"}
+    frame = open_run(outcome.run_dir).resources()
+    pids = set(frame[frame["source"] == "target"]["pid"].astype(int))
+    assert server.pid in pids and len(pids) >= 4  # the master and workers that came
+
+
+def test_a_port_already_answered_refuses_a_command_target_with_exit_2(
+    tmp_path: Path, demo_target: DemoTarget
+) -> None:
+    profile = tmp_path / "p.yaml"
+    profile.write_text(
+        f"target: {demo_target.url}\n"
+        "load: {model: open, phases: [{duration: 1s, rate: 1}]}\n"
+        "monitor:\n"
+        "  target:\n"
+        f"    command: [{sys.executable}, -c, 'raise SystemExit(1)']\n"
+        f"    ready_url: {demo_target.url}/healthz\n"
+        "scenarios: [{name: a, flow: [{path: /}]}]\n"
+    )
+    done = harness_cli(
+        "run", str(profile), "--out", str(tmp_path), "--run-id", "x", "--no-report"
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"port {demo_target.port} is already held by pid {demo_target.pid}" in (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "x").exists()
+
+
+FAILING_TARGET = """
+import sys
+print("Traceback (most recent call last):", file=sys.stderr)
+print("  serve --user admin --password=hunter2" + "cmd", file=sys.stderr)
+raise SystemExit(1)
+"""
+
+
+def test_failed_target_output_is_not_copied_into_events_or_manifest(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "failing.py"
+    script.write_text(FAILING_TARGET)
+    port = free_port()
+    command = json.dumps([sys.executable, str(script)])
+    extra = textwrap.dedent(
+        f"""
+        monitor:
+          target:
+            command: {command}
+            ready_url: http://127.0.0.1:{port}/healthz
+        """
+    )
+    profile = make_profile(
+        f"http://127.0.0.1:{port}", duration_s=1, rate=1, extra=extra
+    )
+    with pytest.raises(TargetError, match="exited with code 1"):
+        run(profile, tmp_path)
+    run_dir = tmp_path / "r"
+    assert "hunter2cmd" in (run_dir / "target.log").read_text()
+    failed = [e for e in events(run_dir) if e["event"] == "run_failed"]
+    assert len(failed) == 1 and str(run_dir / "target.log") in failed[0]["error"]
+    for path in run_dir.rglob("*"):
+        if path.is_file() and path.name != "target.log":
+            assert b"hunter2cmd" not in path.read_bytes(), path
 
 
 def pid_running(pid: int) -> bool:

@@ -158,6 +158,71 @@ def test_postgres_commits_and_rollbacks_grow_by_the_transactions_done(
     assert isinstance(ratio, float) and 0.0 < ratio <= 1.0
 
 
+def test_postgres_commits_leave_out_the_samplers_own_transactions(
+    postgres: PostgresServer,
+) -> None:
+    with psycopg.connect(postgres.dsn, autocommit=True) as admin:
+        admin.execute("CREATE DATABASE quiet")
+        dsn = postgres.dsn.rsplit("/", 1)[0] + "/quiet"
+
+        def published() -> int:
+            """Commits of the quiet database, read from another database."""
+            found = admin.execute(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = 'quiet'"
+            ).fetchone()
+            assert found is not None
+            return int(found[0])
+
+        sampler = PostgresSampler(dsn)
+        sampler.open()  # a connection (2 commits) and one query
+        try:
+            rows = [sampler.sample(time.time_ns())[0] for _ in range(5)]
+            assert [r["db_xact_commit"] for r in rows] == [0] * 5
+            assert published() == 2 + 1 + 5  # all the sampler's, published
+
+            sampler.close()
+            [again] = sampler.sample(time.time_ns())  # a new connection
+            assert again["db_xact_commit"] == 0
+
+            with psycopg.connect(dsn, autocommit=True) as client:  # 1 commit
+                client.execute("CREATE TABLE t (n int)")
+                for n in range(3):
+                    client.execute("INSERT INTO t VALUES (%s)", (n,))
+            after = _poll(
+                lambda: sampler.sample(time.time_ns())[0],
+                lambda r: _int(r, "db_xact_commit") >= 5,
+            )
+            assert after["db_xact_commit"] == 5  # the client's, exactly
+        finally:
+            sampler.close()
+
+
+def test_postgres_role_without_pg_monitor_counts_other_roles_sessions(
+    postgres: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with psycopg.connect(postgres.dsn, autocommit=True) as admin:
+        admin.execute("CREATE ROLE watcher LOGIN PASSWORD 'watcher-pass-91'")
+        admin.execute("SELECT 1")  # an idle session of another role
+        dsn = postgres.dsn.replace(
+            f"{postgres.user}:{postgres.password}@", "watcher:watcher-pass-91@"
+        )
+        sampler = PostgresSampler(dsn)
+        with caplog.at_level(logging.WARNING, logger="harness.monitor.postgres"):
+            sampler.open()
+        try:
+            [row] = sampler.sample(time.time_ns())
+        finally:
+            sampler.close()
+
+    assert _int(row, "db_connections") >= 1  # the admin's session, state unseen
+    assert row["db_connections_idle"] == 0
+    assert sampler.sees_all_sessions is False
+    warnings = [r.getMessage() for r in caplog.records if r.name.endswith("postgres")]
+    assert len(warnings) == 1
+    assert "pg_monitor" in warnings[0] and "GRANT pg_monitor TO" in warnings[0]
+    assert "watcher-pass-91" not in caplog.text
+
+
 def test_postgres_wrong_port_fails_open_without_the_password(
     postgres: PostgresServer,
 ) -> None:

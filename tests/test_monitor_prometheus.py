@@ -4,6 +4,7 @@ process."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import resource
@@ -12,13 +13,18 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
 
 from harness.demo.process import DemoTarget
+from harness.manifest import describe_profile
 from harness.monitor.base import MonitorError
+from harness.monitor.monitor import Monitor, MonitorEvent
 from harness.monitor.prometheus import PrometheusSampler
+from harness.profile.load import load_profile_text
+from harness.profile.model import MonitorSettings, PrometheusSource
 
 from .servers import free_port, wait_for_port
 
@@ -216,3 +222,77 @@ def test_url_credentials_become_basic_auth_and_never_show(
 
     assert sampler.url == f"{demo_target.url}/metrics"
     assert isinstance(row["rss_bytes"], int)
+
+
+def test_cpu_over_less_than_the_minimum_span_is_null(demo_target: DemoTarget) -> None:
+    sampler = PrometheusSampler(f"{demo_target.url}/metrics", min_cpu_span_s=0.2)
+    sampler.open()
+    sampler.sample(time.time_ns())
+    [soon] = sampler.sample(time.time_ns())  # a few milliseconds later
+    time.sleep(0.25)
+    [later] = sampler.sample(time.time_ns())  # from the kept baseline
+    sampler.close()
+
+    assert soon["cpu_percent"] is None and isinstance(soon["rss_bytes"], int)
+    assert isinstance(later["cpu_percent"], float)
+
+
+def _wait_event(monitor: Monitor, kind: str, into: list[MonitorEvent]) -> None:
+    deadline = time.monotonic() + 10.0
+    while not any(event[0] == kind for event in into):
+        assert time.monotonic() < deadline, f"no {kind} event: {into}"
+        time.sleep(0.05)
+        into += monitor.events()
+
+
+def test_an_outage_and_the_recovery_of_a_scrape_are_one_event_each(
+    tmp_path: Path,
+) -> None:
+    with DemoTarget.start() as first:
+        port = first.port
+        url = f"http://mon:s3cret@pw@127.0.0.1:{port}/metrics?token=QSECRET"
+        settings = MonitorSettings(
+            interval_s=0.1, prometheus=(PrometheusSource(url, source="api"),)
+        )
+        # A target URL off loopback: only the host, the harness and the scrape.
+        monitor = Monitor(settings, "http://192.0.2.1:80")
+        monitor.open()
+        monitor.start(tmp_path, {})
+    seen: list[MonitorEvent] = []
+    try:
+        _wait_event(monitor, "monitor_sampler_error", seen)
+        with DemoTarget.start(port=port):
+            _wait_event(monitor, "monitor_sampler_recovered", seen)
+            monitor.stop()
+    finally:
+        monitor.stop()
+    seen += monitor.events()
+
+    kinds = [(kind, data.get("sampler")) for kind, _, data in seen]
+    assert kinds.count(("monitor_sampler_error", "api")) == 1
+    assert kinds.count(("monitor_sampler_recovered", "api")) == 1
+    error = next(d for k, _, d in seen if k == "monitor_sampler_error")["error"]
+    assert f"http://127.0.0.1:{port}/metrics" in str(error)
+    for secret in ("s3cret", "pw@", "QSECRET"):
+        assert secret not in str(seen)
+
+
+def test_passwords_with_at_signs_and_query_tokens_never_reach_the_manifest() -> None:
+    text = """
+target: http://127.0.0.1:1
+load: {model: open, phases: [{duration: 1s, rate: 1}]}
+monitor:
+  target: {command: "serve --password=hunter2cmd", ready_url: "http://127.0.0.1:1/?key=RSECRET"}
+  prometheus: {url: "http://mon:s3cret@pw@127.0.0.1:13180/metrics?token=QSECRET&page="}
+  redis: {url: "redis://:pw%239@x@127.0.0.1:6379/0"}
+  postgres: {dsn: "postgresql://app:p@ss@127.0.0.1/app?sslpassword=KSECRET"}
+scenarios: [{name: a, flow: [{path: /}]}]
+"""
+    shown = json.dumps(describe_profile(load_profile_text(text, "m.yaml")))
+    for secret in ("hunter2cmd", "RSECRET", "s3cret", "pw@", "QSECRET", "%239", "x@"):
+        assert secret not in shown
+    for secret in ("p@ss", "ss@", "KSECRET"):
+        assert secret not in shown
+    assert "http://mon:<secret>@127.0.0.1:13180/metrics?token=<secret>&page=" in shown
+    assert "redis://:<secret>@127.0.0.1:6379/0" in shown
+    assert "postgresql://app:<secret>@127.0.0.1/app?sslpassword=<secret>" in shown

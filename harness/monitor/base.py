@@ -105,15 +105,62 @@ class Sampler(Protocol):
         ...
 
 
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@", re.I)
+def failure_of(sampler: Sampler) -> str | None:
+    """What went wrong in ``sampler``'s latest sample when it records its own
+    failures (a remote sampler's ``outage``, see :class:`Outage`), else None."""
+    outage = getattr(sampler, "outage", None)
+    return outage.error if isinstance(outage, Outage) else None
+
+
+_URL = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<rest>\S*)", re.I)
 _KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)('[^']*'|\S+)", re.I)
+SECRET = "<secret>"
+"""What stands in for a redacted value."""
+
+
+def _redact_url(match: re.Match[str]) -> str:
+    scheme, rest = match["scheme"], match["rest"]
+    # The host cannot hold an "@", so the user information runs up to the last
+    # "@" before the path: a password with an unencoded "@" is hidden whole.
+    slash = rest.find("/")
+    at = (rest if slash < 0 else rest[:slash]).rfind("@")
+    if at >= 0:
+        userinfo, rest = rest[:at], rest[at + 1 :]
+        user, colon, _ = userinfo.partition(":")
+        if colon:
+            shown = f"{user}:{SECRET}"
+        elif scheme.lower() in ("http://", "https://"):
+            shown = SECRET  # a bare token passed as the user name
+        else:
+            shown = user  # postgresql://app@host, redis://user@host: a name
+        scheme += f"{shown}@"
+    path, question, query = rest.partition("?")
+    if question:
+        query, hash_, fragment = query.partition("#")
+        pairs = []
+        for pair in query.split("&"):
+            name, equals, value = pair.partition("=")
+            pairs.append(f"{name}={SECRET}" if equals and value else pair)
+        rest = f"{path}?{'&'.join(pairs)}{hash_}{fragment}"
+    return scheme + rest
 
 
 def redact_credentials(text: str) -> str:
-    """``text`` (a URL or a libpq DSN) with any password replaced by ``<secret>``:
-    ``redis://:pw@h`` and ``postgresql://u:pw@h/db`` and ``password=pw`` alike."""
-    text = _URL_PASSWORD.sub(r"\g<head><secret>@", text)
-    return _KV_PASSWORD.sub(r"\g<head><secret>", text)
+    """``text`` (a URL, a libpq DSN, or a message quoting them) with every secret
+    replaced by ``<secret>``:
+
+    * the password of a URL's user information (``redis://:pw@h``,
+      ``postgresql://u:pw@h/db``), up to the last ``@`` before the path, so a
+      password holding an unencoded ``@`` is hidden whole; a user information
+      without a password is a user name and stays, except in an ``http(s)`` URL,
+      where it is hidden too (a token is often passed that way);
+    * every value of a URL's query string, names kept (``?token=<secret>``);
+    * ``password=...`` of a libpq ``key=value`` DSN.
+
+    A password holding an unencoded ``/`` cannot be told from a path; such a URL
+    does not work either (every client reads the host from before the ``/``)."""
+    text = _URL.sub(_redact_url, text)
+    return _KV_PASSWORD.sub(rf"\g<head>{SECRET}", text)
 
 
 def scrub_secret(exc: BaseException, secret: str | None) -> str:
@@ -128,7 +175,12 @@ def scrub_secret(exc: BaseException, secret: str | None) -> str:
 class Outage:
     """Whether a remote sampler's source answers, said once per change: a warning
     when it stops answering, an info line when it answers again, so a server that
-    is down for an hour writes two lines, not 3600."""
+    is down for an hour writes two lines, not 3600.
+
+    A remote sampler records its own failures as rows of nulls rather than
+    raising; it keeps its ``Outage`` as its ``outage`` attribute, and the
+    monitor's loop reads :attr:`error` after each sample to write the
+    ``monitor_sampler_error`` and ``monitor_sampler_recovered`` events."""
 
     def __init__(self, log: logging.Logger, source: str, shown: str, verb: str):
         self._log = log
@@ -136,6 +188,9 @@ class Outage:
         self._shown = shown
         self._verb = verb
         self.failing = False
+        self.error: str | None = None
+        """Why the current run of failures began (no secrets); None while the
+        source answers."""
 
     def failed(self, why: str) -> None:
         if not self.failing:
@@ -147,6 +202,7 @@ class Outage:
                 why,
             )
             self.failing = True
+            self.error = f"{self._verb} {self._shown} failed: {why}"
 
     def answered(self) -> None:
         if self.failing:
@@ -154,3 +210,4 @@ class Outage:
                 "%s: %s %s works again", self._source, self._verb, self._shown
             )
             self.failing = False
+            self.error = None

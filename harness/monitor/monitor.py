@@ -5,16 +5,22 @@ How this works
 1. :meth:`Monitor.open`, before the run folder exists, finds the target as the
    profile's ``monitor.target`` (or ``--monitor-pid`` and friends) says, or, when
    nothing is said and the target URL is on loopback, the process listening on its
-   port. It also connects the remote samplers (Prometheus, PostgreSQL, Redis).
-   Whatever is wrong raises :class:`~harness.monitor.base.MonitorError`: nothing has
-   been started yet.
+   port. For a target given as a command it checks that nothing already listens on
+   (or answers) its ``ready_url``. It also connects the remote samplers
+   (Prometheus, PostgreSQL, Redis). Whatever is wrong raises
+   :class:`~harness.monitor.base.MonitorError`: nothing has been started yet.
 2. :meth:`Monitor.start`, once the run folder exists and before the workers are
-   spawned, starts a target given as a command (and waits until it is ready), then
-   the sampling threads: one for the local samplers (target tree, host, harness
-   processes) and one per remote sampler, so a slow database cannot make the process
-   samples irregular. Each thread samples every ``interval_s`` on the monotonic
-   clock, stamps each sampler's rows with one wall-clock ``time_ns``, and hands them
-   to the :class:`~harness.monitor.writer.ResourceWriter`.
+   spawned, starts a target given as a command (and waits until it is ready and
+   checks that the port's listener is its own), then the sampling threads: one for
+   the local samplers (target tree, host, harness processes) and one per remote
+   sampler, so a slow database cannot make the process samples irregular. Each
+   thread samples every ``interval_s`` on the monotonic clock, stamps each
+   sampler's rows with one wall-clock ``time_ns``, and hands them to the
+   :class:`~harness.monitor.writer.ResourceWriter`. A sampler that fails,
+   by raising or (the remote ones) by recording nulls, gives one
+   ``monitor_sampler_error`` event per outage and one ``monitor_sampler_recovered``
+   when it works again. CPU figures need half an interval since the previous one
+   (:data:`MIN_CPU_SPAN`), so the last sample at the stop gives none.
 3. The coordinator names its workers (:meth:`Monitor.watch_workers`), reads events
    (:meth:`Monitor.events`) in its loop and writes them to ``events.jsonl``, and
    shows :meth:`Monitor.target_figures` in the live view.
@@ -37,7 +43,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,13 +51,15 @@ from typing import Any
 import psutil
 
 from ..profile.model import MonitorSettings, MonitorTarget
-from .base import MonitorError, Row, Sampler, redact_credentials
+from .base import MonitorError, Row, Sampler, failure_of, redact_credentials
 from .host import HostSampler
 from .process import (
     HarnessSampler,
     LaunchedTarget,
+    Relocate,
     TargetSampler,
     TreeFigures,
+    check_nothing_answers,
     describe_process,
     find_by_name,
     find_by_pid,
@@ -61,6 +69,11 @@ from .process import (
 from .writer import DEFAULT_ROTATE_S, ResourceWriter
 
 log = logging.getLogger("harness.monitor")
+
+MIN_CPU_SPAN = 0.5
+"""A CPU percentage needs a span of at least this fraction of the interval since
+the previous figure: the last sample, taken at once when the monitor stops, gives
+memory and the rest but a null CPU (over a few milliseconds it is noise)."""
 
 JOIN_TIMEOUT_S = 10.0
 """How long :meth:`Monitor.stop` waits for a sampling thread (a remote sampler's
@@ -76,9 +89,22 @@ class _Found:
 
     how: str
     root: psutil.Process | None = None
-    relocate: Callable[[], psutil.Process | None] | None = None
+    relocate: Relocate | None = None
     auto: bool = False
     detail: dict[str, object] = field(default_factory=dict)
+
+
+def _describe_tree(root: psutil.Process) -> str:
+    """``pid 1234 (nginx) and its 2 descendants``: what will be sampled."""
+    try:
+        count = len(root.children(recursive=True))
+    except psutil.Error:
+        count = 0
+    if not count:
+        return describe_process(root)
+    return f"{describe_process(root)} and its {count} descendant" + (
+        "s" if count > 1 else ""
+    )
 
 
 class _Loop:
@@ -115,21 +141,27 @@ class _Loop:
             try:
                 rows = sampler.sample(now_ns)
             except Exception as exc:  # one failing sampler must not stop the others
-                self._sampler_failed(sampler, exc)
+                self._failing(sampler, f"{type(exc).__name__}: {exc}", raised=True)
                 continue
-            if sampler.name in self.failing:
+            # A remote sampler records its own failures as rows of nulls.
+            error = failure_of(sampler)
+            if error is not None:
+                self._failing(sampler, error, raised=False)
+            elif sampler.name in self.failing:
                 self.failing.discard(sampler.name)
                 monitor.emit("monitor_sampler_recovered", {"sampler": sampler.name})
             for row in rows:
                 row["time_ns"] = now_ns
             monitor.write(rows)
 
-    def _sampler_failed(self, sampler: Sampler, exc: Exception) -> None:
+    def _failing(self, sampler: Sampler, error: str, *, raised: bool) -> None:
+        """One event per run of failures of ``sampler``."""
         if sampler.name in self.failing:
             return
         self.failing.add(sampler.name)
-        error = redact_credentials(f"{type(exc).__name__}: {exc}")
-        log.warning("monitor sampler %s failed: %s", sampler.name, error)
+        error = redact_credentials(error)
+        if raised:  # a sampler that records its own failures has logged them
+            log.warning("monitor sampler %s failed: %s", sampler.name, error)
         self.monitor.emit(
             "monitor_sampler_error", {"sampler": sampler.name, "error": error}
         )
@@ -154,7 +186,10 @@ class Monitor:
         self.notes: list[str] = []
         self.target: TargetSampler | None = None
         self.launched: LaunchedTarget | None = None
-        self.harness = HarnessSampler({"coordinator": os.getpid()})
+        self.min_cpu_span_s = self.interval_s * MIN_CPU_SPAN
+        self.harness = HarnessSampler(
+            {"coordinator": os.getpid()}, min_cpu_span_s=self.min_cpu_span_s
+        )
         self.remote: list[Sampler] = []
         self.writer: ResourceWriter | None = None
         self._found: _Found | None = None
@@ -186,21 +221,23 @@ class Monitor:
             port = loopback_port(self.target_url)
             if port is None:
                 self.notes.append(
-                    f"monitor: {self.target_url} is not on this machine's loopback, "
-                    "so only the host and the harness are sampled; give "
+                    f"monitor: {redact_credentials(self.target_url)} is not on this "
+                    "machine's loopback, so only the host and the harness are "
+                    "sampled; give "
                     "--monitor-pid (or monitor.target) to sample the target"
                 )
                 return _Found("none")
             root = find_by_port(port, harness)
             if root is None:
                 self.notes.append(
-                    f"monitor: nothing listens on port {port} of {self.target_url} "
-                    "yet, so only the host and the harness are sampled"
+                    f"monitor: nothing listens on port {port} of "
+                    f"{redact_credentials(self.target_url)} yet, so only the host and "
+                    "the harness are sampled"
                 )
                 return _Found("none")
             self.notes.append(
-                f"monitor: target is {describe_process(root)}, listening on port "
-                f"{port} of {self.target_url}"
+                f"monitor: target is {_describe_tree(root)}, listening on port "
+                f"{port} of {redact_credentials(self.target_url)}"
             )
             return _Found(
                 "port",
@@ -210,7 +247,9 @@ class Monitor:
                 detail={"port": port},
             )
         if target.pid is not None:
-            return _Found("pid", find_by_pid(target.pid))
+            root = find_by_pid(target.pid)
+            self.notes.append(f"monitor: target is {_describe_tree(root)}")
+            return _Found("pid", root)
         if target.port is not None:
             root = find_by_port(target.port, harness)
             if root is None:
@@ -220,7 +259,7 @@ class Monitor:
                     "port with `ss -ltnp`"
                 )
             self.notes.append(
-                f"monitor: target is {describe_process(root)}, listening on port "
+                f"monitor: target is {_describe_tree(root)}, listening on port "
                 f"{target.port}"
             )
             return _Found(
@@ -230,20 +269,23 @@ class Monitor:
             name = target.name
             root = find_by_name(name, harness)
             assert root is not None  # required=True raises instead
-            self.notes.append(f"monitor: target is {describe_process(root)}")
+            self.notes.append(f"monitor: target is {_describe_tree(root)}")
 
-            def again() -> psutil.Process | None:
-                return find_by_name(name, self._harness_pids(), required=False)
+            def again(survivors: Collection[int]) -> psutil.Process | None:
+                exclude = self._harness_pids() | set(survivors)
+                return find_by_name(name, exclude, required=False)
 
             return _Found("name", root, again, detail={"name": name})
+        if target.ready_url is not None:
+            check_nothing_answers(target.ready_url)
         return _Found("command")
 
     def _harness_pids(self) -> set[int]:
         return self.harness.pids()
 
-    def _by_port(self, port: int) -> Callable[[], psutil.Process | None]:
-        def again() -> psutil.Process | None:
-            return find_by_port(port, self._harness_pids())
+    def _by_port(self, port: int) -> Relocate:
+        def again(survivors: Collection[int]) -> psutil.Process | None:
+            return find_by_port(port, self._harness_pids() | set(survivors))
 
         return again
 
@@ -256,7 +298,11 @@ class Monitor:
 
             out.append(
                 PrometheusSampler(
-                    prom.url, prom.metrics, timeout_s=prom.timeout_s, source=prom.source
+                    prom.url,
+                    prom.metrics,
+                    timeout_s=prom.timeout_s,
+                    source=prom.source,
+                    min_cpu_span_s=self.min_cpu_span_s,
                 )
             )
         for pg in self.settings.postgres:
@@ -296,11 +342,15 @@ class Monitor:
                 self.emit,
                 relocate=found.relocate,
                 launched=self.launched,
+                min_cpu_span_s=self.min_cpu_span_s,
             )
         self.writer = ResourceWriter(
             run_dir / "resources", dict(metadata), rotate_s=self.rotate_s
         )
-        local: list[Sampler] = [HostSampler(), self.harness]
+        local: list[Sampler] = [
+            HostSampler(min_cpu_span_s=self.min_cpu_span_s),
+            self.harness,
+        ]
         if self.target is not None:
             local.insert(0, self.target)
         for sampler in local:

@@ -17,7 +17,10 @@ the sum over all of its label sets. A column whose metric the page does not carr
 null; a missing extra metric is logged once (again only after it came back and went
 away). ``cpu_percent`` is of one core (200 means two cores busy), measured between
 two consecutive successful scrapes, so it is null on the first sample, after a failed
-one, and when the counter went backwards (the process restarted).
+one, when the counter went backwards (the process restarted), and when the scrape
+came less than ``min_cpu_span_s`` after the previous figure (the monitor's last
+sample at the stop): client libraries count CPU in ticks of 10 ms, so a figure over
+a few milliseconds is noise.
 
 A scrape that fails mid-run (the service is down, slow, or answers garbage) yields
 a row of nulls and one warning per run of failures; the next success logs that
@@ -39,7 +42,7 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .base import MonitorError, Outage
+from .base import MonitorError, Outage, redact_credentials
 
 log = logging.getLogger("harness.monitor.prometheus")
 
@@ -47,7 +50,6 @@ DEFAULT_TIMEOUT_S = 2.0
 MAX_PAGE_BYTES = 32 * 1024 * 1024
 """A larger page is refused: no metrics page should come near it."""
 
-_PASSWORD = re.compile(r"(://[^/@:]*:)[^@/]*@")
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _STANDARD: dict[str, str] = {
     "rss_bytes": "process_resident_memory_bytes",
@@ -75,22 +77,18 @@ class _Target:
     """``Basic ...`` when the URL carried a user, else None."""
 
 
-def _hide_password(url: str) -> str:
-    return _PASSWORD.sub(r"\1***@", url)
-
-
 def _parse_url(url: str) -> _Target:
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port
     except ValueError as exc:
         raise MonitorError(
-            f"prometheus sampler: {_hide_password(url)!r} is not a URL ({exc}); "
+            f"prometheus sampler: {redact_credentials(url)!r} is not a URL ({exc}); "
             "give one like http://127.0.0.1:9100/metrics"
         ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise MonitorError(
-            f"prometheus sampler: {_hide_password(url)!r} is not an http(s) URL "
+            f"prometheus sampler: {redact_credentials(url)!r} is not an http(s) URL "
             "with a host; give one like http://127.0.0.1:9100/metrics"
         )
     host = parts.hostname
@@ -118,7 +116,8 @@ class PrometheusSampler:
     ``metrics`` names extra metrics to record as ``prom_<name>`` columns (a colon in
     a name becomes an underscore in its column). ``timeout_s`` bounds each blocking
     step of a scrape (connect, each read). Proxies set in the environment are not
-    used: the sampler talks to the service directly.
+    used: the sampler talks to the service directly. ``min_cpu_span_s``: the
+    shortest span between two scrapes that gives a ``cpu_percent``.
     """
 
     def __init__(
@@ -127,6 +126,8 @@ class PrometheusSampler:
         metrics: tuple[str, ...] = (),
         timeout_s: float = DEFAULT_TIMEOUT_S,
         source: str = "prometheus",
+        *,
+        min_cpu_span_s: float = 0.0,
     ) -> None:
         self._target = _parse_url(url)
         if not (timeout_s > 0 and math.isfinite(timeout_s)):
@@ -154,12 +155,13 @@ class PrometheusSampler:
         self.source = source
         self.url = self._target.shown
         self.timeout_s = timeout_s
+        self.min_cpu_span_s = min_cpu_span_s
         self._extra = columns
         self._wanted = frozenset(_STANDARD.values()) | frozenset(columns)
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         self._last_cpu: tuple[float, int] | None = None
         """CPU seconds and the monotonic instant of the previous good scrape."""
-        self._outage = Outage(log, source, self.url, "scraping")
+        self.outage = Outage(log, source, self.url, "scraping")
         self._missing: set[str] = set()
 
     def open(self) -> None:
@@ -187,10 +189,10 @@ class PrometheusSampler:
         try:
             values, at_ns = self._scrape()
         except _ScrapeFailed as exc:
-            self._outage.failed(str(exc))
+            self.outage.failed(str(exc))
             self._last_cpu = None
             return [self._row({}, None)]
-        self._outage.answered()
+        self.outage.answered()
         self._note_missing(values)
         return [self._row(values, self._cpu_percent(values, at_ns))]
 
@@ -250,6 +252,12 @@ class PrometheusSampler:
     def _cpu_percent(self, values: dict[str, float], at_ns: int) -> float | None:
         cpu_s = values.get(_STANDARD["cpu_seconds_total"])
         previous = self._last_cpu
+        if (
+            cpu_s is not None
+            and previous is not None
+            and at_ns - previous[1] < self.min_cpu_span_s * 1e9
+        ):
+            return None  # too soon for a figure: keep the baseline
         self._last_cpu = None if cpu_s is None else (cpu_s, at_ns)
         if cpu_s is None or previous is None or at_ns <= previous[1]:
             return None

@@ -101,7 +101,7 @@ class RedisSampler:
         self._password = urllib.parse.urlsplit(url).password or ""
         self._last: tuple[int, int] | None = None
         """Keyspace hits and misses at the previous good sample."""
-        self._outage = Outage(log, source, self.shown, "sampling")
+        self.outage = Outage(log, source, self.shown, "sampling")
 
     def open(self) -> None:
         """Read ``INFO`` once; :class:`MonitorError` if the server cannot be read."""
@@ -122,9 +122,9 @@ class RedisSampler:
             info = self._client.info()
         except (redis.RedisError, OSError) as exc:
             self._last = None
-            self._outage.failed(self._scrub(exc))
+            self.outage.failed(self._scrub(exc))
             return [{"source": self.source, **dict.fromkeys(COLUMNS)}]
-        self._outage.answered()
+        self.outage.answered()
         return [self._row(info)]
 
     def close(self) -> None:
