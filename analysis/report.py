@@ -84,6 +84,9 @@ _NOTABLE_EVENTS = {
     "drops",
     "target_exit",
     "target_restart",
+    "monitor_sampler_error",
+    "monitor_sampler_recovered",
+    "monitor_failed",
     "stop",
 }
 """Events listed in the report: anything that explains odd figures."""

@@ -624,9 +624,15 @@ class Coordinator:
             self.events.write(kind, wall_ns, **data)
             if kind == "target_exit":
                 code = data.get("exit_code")
+                survivors = data.get("survivors") or []
                 self.view.message(
                     f"target pid {data.get('pid')} exited"
                     + (f" with code {code}" if code is not None else "")
+                    + (
+                        f"; {len(survivors)} of its processes still run"
+                        if survivors
+                        else ""
+                    )
                     + "; the run goes on"
                 )
             elif kind == "target_restart":
