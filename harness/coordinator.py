@@ -624,7 +624,8 @@ class Coordinator:
             self.events.write(kind, wall_ns, **data)
             if kind == "target_exit":
                 code = data.get("exit_code")
-                survivors = data.get("survivors") or []
+                survivors = data.get("survivors")
+                survivors = survivors if isinstance(survivors, list) else []
                 self.view.message(
                     f"target pid {data.get('pid')} exited"
                     + (f" with code {code}" if code is not None else "")
