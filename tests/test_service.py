@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 import harness
+from analysis import open_run
 from harness.demo.process import DemoTarget
 from harness.service import RunNotFoundError, StartError, resolve
 
@@ -238,7 +239,9 @@ def test_a_run_stopped_while_it_starts_ends_interrupted_with_exit_130(
     assert written["status"] == "interrupted"
     assert written["stop_reason"] == "interrupted"
     assert all(s["status"] == "done" for s in written["shards"])
-    assert len(pd.read_parquet(out / "early" / "requests")) == served
+    # Stopped before its workers were ready, a run may have no request part at
+    # all; the dataset reads that as a run with no rows.
+    assert len(open_run(out / "early").requests()) == served
     assert written["counts"]["requests"] == served
 
 
