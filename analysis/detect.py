@@ -749,8 +749,14 @@ def detect_degradation(
     min_relative: float = 0.10,
     alpha: float = 0.01,
     level_tolerance: float = DEFAULT_LEVEL_TOLERANCE,
+    total_windows: pd.DataFrame | None = None,
 ) -> DegradationFinding:
     """Whether the service got slower over the run at a constant offered load.
+
+    ``total_windows``: the run's windows of ``every`` over all requests
+    (``windows(run, every, by=())`` with ``quantile`` among its quantiles), when the
+    caller has them already; they are computed otherwise. A report passes its own,
+    which saves a pass over the records.
 
     How it works: per window of ``every``, the exact service-time quantile (from
     :func:`analysis.windows.windows`), keeping windows that are not partial and have
@@ -765,7 +771,16 @@ def detect_degradation(
     so a load generator that falls behind is not mistaken for a slower service.
     """
     q = _parse_quantile(quantile)
-    frame = windows(run, every, by=(), quantiles=(q,))
+    if total_windows is None:
+        frame = windows(run, every, by=(), quantiles=(q,))
+    else:
+        column = f"service_{quantile_label(q)}_ms"
+        if column not in total_windows.columns:
+            raise DetectorError(
+                f"total_windows has no {column!r} column: compute them with "
+                f"quantiles that include {q}"
+            )
+        frame = total_windows
     load = window_load(run, every, at="start")
     frame = frame.merge(
         load[["window_start", "offered"]], on="window_start", how="left"

@@ -209,7 +209,7 @@ def build_report(source: Run | str | Path, *, every: str | None = None) -> Repor
     slo_verdicts = evaluate_slos(run, parse_slos(slo_block)) if slo_block else []
     resources = run.resources()
     target_res, harness_res = _resource_series(resources)
-    findings = _findings(run, every_text)
+    findings = _findings(run, every_text, total)
 
     endpoints = _endpoint_rows(whole, _status_counts(run))
     order = [
@@ -303,7 +303,7 @@ def build_report(source: Run | str | Path, *, every: str | None = None) -> Repor
     return report
 
 
-def _findings(run: Run, every: str) -> dict[str, dict[str, Any]]:
+def _findings(run: Run, every: str, total: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """What the detectors say (:mod:`analysis.detect`), each as a JSON object.
 
     A detector that fails is reported as such, and the rest of the report is still
@@ -311,7 +311,9 @@ def _findings(run: Run, every: str) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     detectors = {
         "leak": lambda: detect.detect_leak(run),
-        "degradation": lambda: detect.detect_degradation(run, every=every),
+        "degradation": lambda: detect.detect_degradation(
+            run, every=every, total_windows=total
+        ),
         "breaking_point": lambda: detect.detect_breaking_point(run, every=every),
         "generator": lambda: detect.detect_generator(run),
     }

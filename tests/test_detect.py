@@ -36,6 +36,7 @@ from analysis.detect import (
     leak_from_samples,
     window_load,
 )
+from analysis.windows import windows
 from harness.coordinator import Coordinator, RunOptions
 from harness.demo.process import DemoTarget
 from harness.profile.load import load_profile_text
@@ -174,6 +175,18 @@ def test_latency_drift_at_constant_load_is_degrading(drift_run: Run) -> None:
     # The knob adds 120 ms a minute, 7200 ms an hour, to the service time.
     assert 4000 <= finding.slope_ms_per_h <= 11000
     assert finding.slope_low_ms_per_h > 0
+
+
+def test_degradation_from_windows_the_caller_has_equals_its_own(
+    drift_run: Run,
+) -> None:
+    own = detect_degradation(drift_run, every="1s")
+    given = windows(drift_run, "1s", by=(), quantiles=(0.5, 0.95))
+    reused = detect_degradation(drift_run, every="1s", total_windows=given)
+    assert json.dumps(reused.as_dict()) == json.dumps(own.as_dict())
+    without_p50 = windows(drift_run, "1s", by=(), quantiles=(0.95,))
+    with pytest.raises(DetectorError, match="service_p50_ms"):
+        detect_degradation(drift_run, every="1s", total_windows=without_p50)
 
 
 def test_constant_load_without_drift_is_stable(plain_run: Run) -> None:
