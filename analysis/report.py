@@ -861,6 +861,8 @@ def _window_rows(
         "lag_mean_ms",
         "offered",
         "partial",
+        "covered_offset_s",
+        "covered_s",
     ]
     present = [f for f in fields if f in frame]
     records = []

@@ -278,6 +278,12 @@ def test_window_quantiles_in_the_json_equal_pandas_per_window(tmp_path: Path) ->
         (expected.quantile(0.95) / 1e6).to_numpy(),
         rtol=1e-9,
     )
+    # Each window says which part of it the run covered; the inner ones all of it.
+    total = report.summary["windows"]["total"]
+    assert all(0 <= w["covered_offset_s"] < 5 for w in total)
+    assert all(0 < w["covered_s"] <= 5 for w in total)
+    inner = [w for w in total if not w["partial"]]
+    assert inner and all(w["covered_s"] == 5 for w in inner)
 
 
 def test_window_length_keeps_about_two_hundred_windows() -> None:
