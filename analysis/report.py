@@ -188,9 +188,7 @@ def build_report(source: Run | str | Path, *, every: str | None = None) -> Repor
     run_start_ns = _run_start_ns(manifest, bounds.first_start_ns)
     run_end_ns = _run_end_ns(manifest, bounds.last_end_ns, run_start_ns)
     span_s = max(1e-9, (run_end_ns - run_start_ns) / 1e9)
-    every_s = windows.parse_every(every) // 10**9 if every else window_length_s(span_s)
-    if every is not None and windows.parse_every(every) % 10**9:
-        raise ReportError(f"--every {every!r}: use whole seconds, e.g. 1s or 10s")
+    every_s = _whole_seconds(every) if every else window_length_s(span_s)
     every_text = f"{every_s}s"
 
     by = ("method", "endpoint")
@@ -301,6 +299,20 @@ def build_report(source: Run | str | Path, *, every: str | None = None) -> Repor
         for stem, caption, _ in report.figures
     ]
     return report
+
+
+def _whole_seconds(every: str) -> int:
+    """The report's window length: whole seconds, one or more."""
+    try:
+        every_ns = windows.parse_every(every)
+    except windows.WindowSpecError:
+        every_ns = 0
+    if every_ns < 10**9 or every_ns % 10**9:
+        raise ReportError(
+            f"--every {every!r}: the report's windows are whole seconds, one or "
+            "more: e.g. 1s, 10s or 1min"
+        )
+    return every_ns // 10**9
 
 
 def _findings(run: Run, every: str, total: pd.DataFrame) -> dict[str, dict[str, Any]]:

@@ -26,6 +26,7 @@ from analysis import open_run
 from analysis.dataset import DamagedPart
 from analysis.junit import render_junit
 from analysis.report import (
+    ReportError,
     ReportWriteError,
     build_report,
     window_length_s,
@@ -284,6 +285,15 @@ def test_window_quantiles_in_the_json_equal_pandas_per_window(tmp_path: Path) ->
     assert all(0 < w["covered_s"] <= 5 for w in total)
     inner = [w for w in total if not w["partial"]]
     assert inner and all(w["covered_s"] == 5 for w in inner)
+
+
+@pytest.mark.parametrize("every", ["0s", "0.5s", "1.5s", "soon"])
+def test_windows_that_are_not_whole_seconds_are_refused_alike(
+    tmp_path: Path, every: str
+) -> None:
+    run = write_run(tmp_path / "r", [make_records(100, span_s=5.0, seed=1)])
+    with pytest.raises(ReportError, match="whole seconds, one or more"):
+        build_report(run, every=every)
 
 
 def test_window_length_keeps_about_two_hundred_windows() -> None:
