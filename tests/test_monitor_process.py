@@ -176,6 +176,20 @@ def start_sleeper(tmp_path: Path, into: list[subprocess.Popen[bytes]]) -> int:
         ("https://example.com:443", None),
     ],
 )
+def launch(
+    tmp_path: Path, script: Path, children: int, path: str = "/"
+) -> LaunchedTarget:
+    """Start ``script`` (a small HTTP server with ``children`` child processes) on a
+    free port as a command target, ready once ``path`` answers."""
+    port = free_port()
+    return LaunchedTarget.start(
+        (sys.executable, str(script), str(port), str(children)),
+        f"http://127.0.0.1:{port}{path}",
+        15.0,
+        tmp_path / "target.log",
+    )
+
+
 def test_loopback_port_is_found_only_for_loopback_urls(
     url: str, port: int | None
 ) -> None:
@@ -216,13 +230,7 @@ def test_name_finds_one_process_and_lists_candidates_when_ambiguous(
 def test_tree_sampling_follows_children_that_come_and_go(
     tmp_path: Path, script: Path
 ) -> None:
-    port = free_port()
-    launched = LaunchedTarget.start(
-        (sys.executable, str(script), str(port), "2"),
-        f"http://127.0.0.1:{port}/healthz",
-        15.0,
-        tmp_path / "target.log",
-    )
+    launched = launch(tmp_path, script, 2, "/healthz")
     events: list[tuple[str, dict[str, object]]] = []
     try:
         root = psutil.Process(launched.pid)
@@ -256,13 +264,7 @@ def test_tree_sampling_follows_children_that_come_and_go(
 def test_root_exit_is_reported_once_with_the_exit_code_when_started_here(
     tmp_path: Path, script: Path
 ) -> None:
-    port = free_port()
-    launched = LaunchedTarget.start(
-        (sys.executable, str(script), str(port), "0"),
-        f"http://127.0.0.1:{port}/",
-        15.0,
-        tmp_path / "target.log",
-    )
+    launched = launch(tmp_path, script, 0)
     events: list[tuple[str, dict[str, object]]] = []
     sampler = TargetSampler(
         psutil.Process(launched.pid),
@@ -286,13 +288,7 @@ def test_root_exit_is_reported_once_with_the_exit_code_when_started_here(
 def test_survivors_of_a_dead_root_are_still_sampled_and_named_in_the_exit_event(
     tmp_path: Path, script: Path
 ) -> None:
-    port = free_port()
-    launched = LaunchedTarget.start(
-        (sys.executable, str(script), str(port), "2"),
-        f"http://127.0.0.1:{port}/",
-        15.0,
-        tmp_path / "target.log",
-    )
+    launched = launch(tmp_path, script, 2)
     events: list[tuple[str, dict[str, object]]] = []
     try:
         root = psutil.Process(launched.pid)
