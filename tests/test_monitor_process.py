@@ -164,18 +164,6 @@ def start_sleeper(tmp_path: Path, into: list[subprocess.Popen[bytes]]) -> int:
     return proc.pid
 
 
-@pytest.mark.parametrize(
-    ("url", "port"),
-    [
-        ("http://127.0.0.1:13010", 13010),
-        ("http://localhost:8080/api", 8080),
-        ("http://[::1]:9000", 9000),
-        ("http://127.0.0.2", 80),
-        ("https://127.0.0.1", 443),
-        ("http://10.0.0.5:8080", None),
-        ("https://example.com:443", None),
-    ],
-)
 def launch(
     tmp_path: Path, script: Path, children: int, path: str = "/"
 ) -> LaunchedTarget:
@@ -190,6 +178,18 @@ def launch(
     )
 
 
+@pytest.mark.parametrize(
+    ("url", "port"),
+    [
+        ("http://127.0.0.1:13010", 13010),
+        ("http://localhost:8080/api", 8080),
+        ("http://[::1]:9000", 9000),
+        ("http://127.0.0.2", 80),
+        ("https://127.0.0.1", 443),
+        ("http://10.0.0.5:8080", None),
+        ("https://example.com:443", None),
+    ],
+)
 def test_loopback_port_is_found_only_for_loopback_urls(
     url: str, port: int | None
 ) -> None:
@@ -574,4 +574,5 @@ def test_the_monitors_last_sample_at_stop_has_memory_but_no_cpu(
     assert len(host) == 2 and host["host_cpu_percent"].isna().all()
     assert host["host_mem_available_bytes"].notna().all()
     # A target given by pid is named like one found by port or name.
-    assert notes == [f"monitor: target is pid {demo_target.pid} (python)"]
+    name = psutil.Process(demo_target.pid).name()  # python or python3
+    assert notes == [f"monitor: target is pid {demo_target.pid} ({name})"]
