@@ -192,11 +192,14 @@ def build_report(source: Run | str | Path, *, every: str | None = None) -> Repor
     every_text = f"{every_s}s"
 
     by = ("method", "endpoint")
-    agg = windows.aggregate(run, every_text, by=by, quantiles=QUANTILES, total=True)
+    agg = windows.aggregate(
+        run, every_text, by=by, quantiles=QUANTILES, total=True, total_windows=True
+    )
     per_endpoint = agg.windows.copy()
     per_endpoint["label"] = _labels(per_endpoint)
     whole = agg.overall
-    total = windows.windows(run, every_text, by=(), quantiles=QUANTILES)
+    assert agg.total_windows is not None
+    total = agg.total_windows
     heat, offered = _stream_pass(run, every_s, bounds)
     axis = plots.TimeAxis.for_span(run_start_ns, span_s)
     phases = _phases(run, run_start_ns, run_end_ns)

@@ -794,6 +794,8 @@ class Aggregates:
 
     windows: pd.DataFrame
     overall: pd.DataFrame
+    total_windows: pd.DataFrame | None = None
+    """With ``total_windows=True``: the windows over all requests (``by=()``)."""
 
 
 def _columns(*groupings: tuple[str, ...]) -> list[str]:
@@ -854,9 +856,11 @@ def aggregate(
     exact_rows: int = DEFAULT_EXACT_ROWS,
     slice_rows: int = DEFAULT_SLICE_ROWS,
     threads: int = DEFAULT_THREADS,
+    total_windows: bool = False,
 ) -> Aggregates:
     """:func:`windows` and :func:`overall` (grouped by ``overall_by``, ``by`` when
-    None) in one pass over the rows.
+    None) in one pass over the rows; with ``total_windows``, also the windows over
+    all requests (``windows(source, every, by=())``) from the same pass.
 
     Above ``exact_rows`` rows the whole-run figures come from histograms fed by the
     same slices the windows are computed from, so the run is read once; up to
@@ -871,16 +875,21 @@ def aggregate(
     table = _in_memory(source, columns)
     index = None if table is not None else _index(_as_run(source), key, columns)
     rows = table.num_rows if table is not None else _rows(index)
+    bys = (group_by, ()) if total_windows and group_by else (group_by,)
     if rows <= exact_rows:
-        return Aggregates(
-            windows(source, every, group_by, qs, at=at, fill=fill, threads=threads),
-            overall(source, whole_by, qs, total=total, exact_rows=exact_rows),
+        frames = [
+            windows(source, every, b, qs, at=at, fill=fill, threads=threads)
+            for b in bys
+        ]
+        whole = overall(source, whole_by, qs, total=total, exact_rows=exact_rows)
+    else:
+        stream = _Streaming(whole_by, _registry(group_by, whole_by))
+        frames = _windows_by(
+            table, index, every_ns, bys, qs, key, fill, slice_rows, threads, stream
         )
-    stream = _Streaming(whole_by, _registry(group_by, whole_by))
-    frame = _windows(
-        table, index, every_ns, group_by, qs, key, fill, slice_rows, threads, stream
-    )
-    return Aggregates(frame, _overall_from_stream(stream, whole_by, qs, total))
+        whole = _overall_from_stream(stream, whole_by, qs, total)
+    totals = frames[-1] if total_windows else None
+    return Aggregates(frames[0], whole, totals)
 
 
 def windows(
@@ -967,11 +976,30 @@ def _windows(
     threads: int,
     stream: _Streaming | None,
 ) -> pd.DataFrame:
-    registry = stream.registry if stream is not None else _registry(by)
-    columns = _columns(by, stream.by if stream else ())
+    return _windows_by(
+        table, index, every_ns, (by,), qs, key, fill, slice_rows, threads, stream
+    )[0]
+
+
+def _windows_by(
+    table: pa.Table | None,
+    index: PartIndex | None,
+    every_ns: int,
+    bys: tuple[tuple[str, ...], ...],
+    qs: tuple[float, ...],
+    key: str,
+    fill: bool,
+    slice_rows: int,
+    threads: int,
+    stream: _Streaming | None,
+) -> list[pd.DataFrame]:
+    """The windows of every grouping in ``bys`` from one read of the rows: each
+    slice is read and decoded once and aggregated once per grouping."""
+    registry = stream.registry if stream is not None else _registry(*bys)
+    columns = _columns(*bys, stream.by if stream else ())
     spans = _RunSpans()
 
-    def work(piece: pa.Table) -> tuple[_Cells, int] | None:
+    def work(piece: pa.Table) -> list[tuple[_Cells, int]] | None:
         if piece.num_rows == 0:
             return None
         rows = _Rows(piece, registry)
@@ -982,9 +1010,12 @@ def _windows(
         window = keys // every_ns
         base = int(window.min())
         window -= base
-        cells, clamped = _aggregate_slice(rows, window, by, qs)
-        cells.window += base
-        return cells, clamped
+        out = []
+        for by in bys:
+            cells, clamped = _aggregate_slice(rows, window, by, qs)
+            cells.window += base
+            out.append((cells, clamped))
+        return out
 
     if table is not None:
         results = [work(table)]
@@ -993,22 +1024,26 @@ def _windows(
         plan = index.plan(every_ns, slice_rows, _SLICE_WINDOWS)
         results = _scan(index, columns, plan, work, threads)
     done = [r for r in results if r is not None]
-    clamped = sum(c for _, c in done)
+    # Every grouping sees the same durations: count the clamped ones once.
+    clamped = sum(r[0][1] for r in done)
     if clamped:
         log.warning(
             "%d durations were negative or too long to sort exactly in a window and "
             "were clamped for its quantiles",
             clamped,
         )
-    frame = _frame([c for c, _ in done], by, registry, qs)
-    if fill:
-        frame = _fill_gaps(frame, by)
-    frame = frame.sort_values(["_window", *by], kind="stable", ignore_index=True)
-    window_index = frame.pop("_window").to_numpy()
-    stamps = pd.to_datetime(window_index * every_ns, unit="ns", utc=True)
-    frame.insert(0, "window_start", stamps)
-    frame = _finish(frame, qs, every_ns / 1e9, 0.0)
-    return _mark_partial(frame, window_index, every_ns, by, spans)
+    frames = []
+    for i, by in enumerate(bys):
+        frame = _frame([r[i][0] for r in done], by, registry, qs)
+        if fill:
+            frame = _fill_gaps(frame, by)
+        frame = frame.sort_values(["_window", *by], kind="stable", ignore_index=True)
+        window_index = frame.pop("_window").to_numpy()
+        stamps = pd.to_datetime(window_index * every_ns, unit="ns", utc=True)
+        frame.insert(0, "window_start", stamps)
+        frame = _finish(frame, qs, every_ns / 1e9, 0.0)
+        frames.append(_mark_partial(frame, window_index, every_ns, by, spans))
+    return frames
 
 
 def _mark_partial(

@@ -264,6 +264,24 @@ def test_aggregate_in_one_pass_equals_windows_and_overall(run: Run) -> None:
     small = aggregate(run, "1s", overall_by=("phase",))
     assert (small.overall["quantile_rel_error"] == 0).all()
     pd.testing.assert_frame_equal(small.windows, one_pass.windows)
+    assert one_pass.total_windows is None
+
+
+@pytest.mark.parametrize("exact_rows", [0, 10**9])
+def test_aggregate_gives_the_windows_over_all_requests_from_the_same_pass(
+    run: Run, exact_rows: int
+) -> None:
+    both = aggregate(
+        run,
+        "1s",
+        by=("endpoint",),
+        total_windows=True,
+        exact_rows=exact_rows,
+        slice_rows=2_000,
+    )
+    pd.testing.assert_frame_equal(both.windows, windows(run, "1s"))
+    assert both.total_windows is not None
+    pd.testing.assert_frame_equal(both.total_windows, windows(run, "1s", by=()))
 
 
 def test_several_runs_are_kept_apart_by_their_run_column(
