@@ -200,7 +200,7 @@ def build_report(source: Run | str | Path, *, every: str | None = None) -> Repor
     whole = agg.overall
     assert agg.total_windows is not None
     total = agg.total_windows
-    heat, offered = _stream_pass(run, every_s, bounds)
+    heat, offered, statuses = _stream_pass(run, every_s, bounds)
     axis = plots.TimeAxis.for_span(run_start_ns, span_s)
     phases = _phases(run, run_start_ns, run_end_ns)
     offered_label = _offered_label(manifest)
@@ -212,7 +212,7 @@ def build_report(source: Run | str | Path, *, every: str | None = None) -> Repor
     target_res, harness_res = _resource_series(resources)
     findings = _findings(run, every_text, total)
 
-    endpoints = _endpoint_rows(whole, _status_counts(run))
+    endpoints = _endpoint_rows(whole, statuses)
     order = [
         f"{r['method']} {r['endpoint']}" for r in endpoints if r["method"] != "ALL"
     ]
@@ -545,19 +545,17 @@ def fails_check(summary: Mapping[str, Any]) -> bool:
     return verdict == "failed" or verdict.startswith("incomplete")
 
 
-def _status_counts(run: Run) -> dict[tuple[str, str], Counter[int]]:
-    """Requests per (method, endpoint) and HTTP status (0: no response), in one
-    streaming pass over three columns."""
-    counts: dict[tuple[str, str], Counter[int]] = {}
-    keys = ["method", "endpoint", "status"]
-    for batch in _batches(run, keys):
-        if batch.num_rows == 0:
-            continue
-        grouped = pa.Table.from_batches([batch]).group_by(keys)
-        for row in grouped.aggregate([([], "count_all")]).to_pylist():
-            key = (str(row["method"]), str(row["endpoint"]))
-            counts.setdefault(key, Counter())[int(row["status"])] += row["count_all"]
-    return counts
+StatusCounts = dict[tuple[str, str], Counter[int]]
+"""Requests per (method, endpoint) and HTTP status (0: no response)."""
+
+_STATUS_KEYS = ["method", "endpoint", "status"]
+
+
+def _count_statuses(batch: pa.RecordBatch, counts: StatusCounts) -> None:
+    grouped = pa.Table.from_batches([batch.select(_STATUS_KEYS)]).group_by(_STATUS_KEYS)
+    for row in grouped.aggregate([([], "count_all")]).to_pylist():
+        key = (str(row["method"]), str(row["endpoint"]))
+        counts.setdefault(key, Counter())[int(row["status"])] += row["count_all"]
 
 
 def table_has_rows(frame: pd.DataFrame) -> bool:
@@ -623,15 +621,17 @@ class _Bounds:
 
 def _stream_pass(
     run: Run, every_s: int, bounds: _Bounds
-) -> tuple[plots.Heatmap | None, pd.DataFrame]:
-    """The heatmap grid and the mean offered load per window, in one scan."""
-    columns = ["start_ns", "latency_ns", "offered"]
+) -> tuple[plots.Heatmap | None, pd.DataFrame, StatusCounts]:
+    """The heatmap grid, the mean offered load per window and the status codes
+    per endpoint, in one scan."""
+    columns = ["start_ns", "latency_ns", "offered", *_STATUS_KEYS]
+    statuses: StatusCounts = {}
     every_ns = every_s * 10**9
     first, last = bounds.first_start_ns, bounds.last_start_ns
     low, high = bounds.min_latency_ns, bounds.max_latency_ns
     if first is None or last is None or low is None or high is None:
         empty = pd.DataFrame({"window_start": [], "offered": []})
-        return None, empty
+        return None, empty, statuses
     t0 = (first // every_ns) * every_ns
     n_windows = int((last - t0) // every_ns) + 1
     lo_ms = max(low / 1e6, 1e-3)
@@ -654,6 +654,7 @@ def _stream_pass(
         offered = batch.column("offered").to_numpy(zero_copy_only=False)
         offered_sum += np.bincount(window, weights=offered, minlength=n_windows)
         offered_n += np.bincount(window, minlength=n_windows)
+        _count_statuses(batch, statuses)
     edges_ns = t0 + np.arange(n_windows + 1, dtype=np.int64) * every_ns
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_offered = np.where(offered_n > 0, offered_sum / offered_n, np.nan)
@@ -663,7 +664,7 @@ def _stream_pass(
             "offered": mean_offered,
         }
     )
-    return plots.Heatmap(counts, edges_ns, edges_ms), frame
+    return plots.Heatmap(counts, edges_ns, edges_ms), frame, statuses
 
 
 def _phases(run: Run, start_ns: int, end_ns: int) -> list[plots.Phase]:

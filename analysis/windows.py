@@ -884,7 +884,7 @@ def aggregate(
         whole = overall(source, whole_by, qs, total=total, exact_rows=exact_rows)
     else:
         stream = _Streaming(whole_by, _registry(group_by, whole_by))
-        frames = _windows_by(
+        frames = _windows(
             table, index, every_ns, bys, qs, key, fill, slice_rows, threads, stream
         )
         whole = _overall_from_stream(stream, whole_by, qs, total)
@@ -927,8 +927,8 @@ def windows(
     table = _in_memory(source, columns)
     index = None if table is not None else _index(_as_run(source), key, columns)
     return _windows(
-        table, index, every_ns, group_by, qs, key, fill, slice_rows, threads, None
-    )
+        table, index, every_ns, (group_by,), qs, key, fill, slice_rows, threads, None
+    )[0]
 
 
 _T = TypeVar("_T")
@@ -965,23 +965,6 @@ def _rows(index: PartIndex | None) -> int:
 
 
 def _windows(
-    table: pa.Table | None,
-    index: PartIndex | None,
-    every_ns: int,
-    by: tuple[str, ...],
-    qs: tuple[float, ...],
-    key: str,
-    fill: bool,
-    slice_rows: int,
-    threads: int,
-    stream: _Streaming | None,
-) -> pd.DataFrame:
-    return _windows_by(
-        table, index, every_ns, (by,), qs, key, fill, slice_rows, threads, stream
-    )[0]
-
-
-def _windows_by(
     table: pa.Table | None,
     index: PartIndex | None,
     every_ns: int,
